@@ -1,0 +1,114 @@
+"""``trio-front`` command line: one argparse sub-command per function pair.
+
+Each sub-command has ``_add_<name>_parser(subparsers)`` (declares its flags and sets ``handler``) and a
+handler ``(args) -> exit code``. :func:`main` builds the parser from that list and dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+
+def _add_mock_engine_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "mock-engine",
+        help="run a mock vLLM engine core that attaches to a frontend's handshake address",
+        description=(
+            "A mock vLLM 0.32 engine core for tests and benchmarks. It connects like "
+            "'vllm serve --headless --data-parallel-address HOST --data-parallel-rpc-port PORT' and "
+            "produces deterministic tokens (see trio_front/engine/mock/rules.py): seed=1000000+K ends a "
+            "request with EOS after K tokens. Exit status: 0 after SIGINT/SIGTERM, 1 if the engine died "
+            "(a faithful hazard, e.g. a duplicate request id)."
+        ),
+    )
+    p.add_argument("--engine-addr", required=True, help="the frontend's handshake address, tcp://HOST:PORT")
+    p.add_argument("--step-ms", type=float, default=10.0, help="engine step time in ms (default 10)")
+    p.add_argument("--max-model-len", type=int, default=2048, help="reported max_model_len (default 2048)")
+    p.add_argument(
+        "--vocab", type=int, default=4096, help="vocabulary size for the token rule (default 4096)"
+    )
+    p.add_argument("--max-num-seqs", type=int, default=256, help="running-request cap; extra requests wait")
+    p.add_argument(
+        "--vllm-version", default="0.32.0", help="vllm_version in the registration (default 0.32.0)"
+    )
+    p.add_argument(
+        "--rank", type=int, default=0, help="data-parallel rank, i.e. the ZMQ identity (default 0)"
+    )
+    p.add_argument("--event-log", metavar="FILE", help="append events as JSON lines to FILE")
+    p.add_argument("--log-steps", action="store_true", help="also log one 'step' event per engine step")
+    p.add_argument(
+        "--hazards",
+        choices=("faithful", "log"),
+        default="faithful",
+        help="faithful: die / stop reading / stop writing like the real engine; log: record and carry on",
+    )
+    p.set_defaults(handler=_run_mock_engine)
+
+
+def _run_mock_engine(args: argparse.Namespace) -> int:
+    import trio
+    import zmq
+
+    from .engine.mock import MockEngine, MockEngineConfig
+
+    config = MockEngineConfig(
+        engine_addr=args.engine_addr,
+        step_ms=args.step_ms,
+        max_model_len=args.max_model_len,
+        vocab=args.vocab,
+        max_num_seqs=args.max_num_seqs,
+        vllm_version=args.vllm_version,
+        rank=args.rank,
+        event_log=args.event_log,
+        keep_events=False,  # a long benchmark would grow the in-memory list without bound
+        log_steps=args.log_steps,
+        hazards=args.hazards,
+    )
+    ctx = zmq.Context()
+    engine = MockEngine(config, zmq_context=ctx)
+
+    async def serve() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
+                await engine.run()
+                nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(serve)
+    finally:
+        ctx.term()  # honours the output sockets' linger, so ENGINE_CORE_DEAD gets out
+    return 1 if engine.state == "dead" else 0
+
+
+async def _cancel_on_signal(signals, scope) -> None:  # type: ignore[no-untyped-def]
+    async for signum in signals:
+        logging.getLogger("trio_front").info("got signal %d, stopping", signum)
+        scope.cancel()
+        return
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-front", description="An OpenAI-compatible frontend for vLLM on trio"
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_mock_engine_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

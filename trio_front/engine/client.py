@@ -1,0 +1,569 @@
+"""The engine client: token ids in, token ids out, for one frontend process.
+
+:class:`EngineClient` owns one input ROUTER / output PULL pair (and, in the process that owns the
+handshake, the handshake ROUTER). Its tasks live in the nursery of whoever calls :meth:`EngineClient.run`
+(the ASGI lifespan, a test, a benchmark): nothing outlives that nursery.
+
+Per request, :meth:`EngineClient.generate` returns a :class:`RequestStream`, an async context manager.
+Leaving it before the engine finished the request, for any reason (exception, cancellation, an early
+``break`` after a stop string), sends ABORT at once. The abort is a synchronous non-blocking send on a
+socket with no high-water mark, so no outer cancellation can skip it and no shield is needed.
+
+One reader task routes outputs to streams and never waits for a consumer: each stream holds a single
+coalescing slot, and while its consumer lags, new token ids are appended to the pending delta (vLLM's
+``RequestOutputCollector`` policy). A slow HTTP client thus gets bigger deltas, and memory grows only
+with the tokens not yet sent, never with a queue of messages. Outputs for unknown ids (late outputs of
+aborted requests) are dropped.
+
+The engine's death (the ``ENGINE_CORE_DEAD`` sentinel, its sockets disconnecting, or no answer to a
+periodic utility ping) marks the client dead: every open stream and utility call fails with one
+:class:`EngineDeadError`, and :attr:`EngineClient.state` says so for health checks.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import trio
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from . import wire
+from .handshake import serve_handshake, wait_registration
+from .zmq_trio import TrioSocket, last_endpoint, make_socket
+
+log = logging.getLogger("trio_front.engine")
+
+
+class EngineError(Exception):
+    """Base class for engine-link failures."""
+
+
+class EngineNotReadyError(EngineError):
+    """The engine has not finished its start-up handshake yet."""
+
+
+class EngineDeadError(EngineError):
+    """The engine died or stopped answering; nothing more will come from it."""
+
+
+class EngineClosedError(EngineError):
+    """The client was shut down while the request was open."""
+
+
+class UtilityCallError(EngineError):
+    """A utility call failed inside the engine, or timed out."""
+
+
+class ClientState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DEAD = "dead"
+    CLOSED = "closed"
+
+
+@attrs.frozen
+class LinkConfig:
+    """Where to bind and how to watch the engine.
+
+    ``engine_addr`` is the handshake address to bind (``tcp://HOST:PORT`` or ``ipc://PATH``), the value
+    the engine gets as ``--data-parallel-address``/``--data-parallel-rpc-port``; ``None`` means another
+    process owns the handshake and this client only binds its own pair (multi-process scale-out).
+    ``pairs`` lists every frontend process's ``(input, output)`` addresses for INIT; by default one pair
+    on the engine address's host (kernel-chosen TCP ports, or ``PATH-input``/``PATH-output`` for IPC).
+    """
+
+    engine_addr: str | None
+    client_index: int = 0
+    input_addr: str | None = None
+    output_addr: str | None = None
+    pairs: tuple[tuple[str, str], ...] | None = None
+    engine_count: int = 1
+    ping_interval: float = 5.0
+    ping_timeout: float = 30.0
+    allow_version_mismatch: bool = False
+
+
+def default_pair(engine_addr: str, index: int = 0) -> tuple[str, str]:
+    """Bind addresses for client *index*'s input/output pair next to *engine_addr*."""
+    if engine_addr.startswith("ipc://"):
+        return f"{engine_addr}-input-{index}", f"{engine_addr}-output-{index}"
+    if engine_addr.startswith("tcp://"):
+        host = engine_addr[len("tcp://") :].rsplit(":", 1)[0]
+        return f"tcp://{host}:0", f"tcp://{host}:0"
+    raise ValueError(f"engine address must be tcp://HOST:PORT or ipc://PATH, got {engine_addr!r}")
+
+
+@attrs.define(eq=False)
+class RequestDelta:
+    """What a request produced since the consumer last looked (several engine steps if it lagged)."""
+
+    token_ids: list[int]
+    finish_reason: wire.FinishReason | None = None
+    stop_reason: int | str | None = None
+    logprobs: wire.Logprobs | None = None
+    num_cached_tokens: int | None = None
+    steps: int = 1
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def merge(self, later: RequestDelta) -> None:
+        self.token_ids.extend(later.token_ids)
+        if later.logprobs is not None:
+            if self.logprobs is None:
+                self.logprobs = later.logprobs
+            else:
+                self.logprobs.token_ids.extend(later.logprobs.token_ids)
+                self.logprobs.logprobs.extend(later.logprobs.logprobs)
+                self.logprobs.ranks.extend(later.logprobs.ranks)
+        if later.num_cached_tokens is not None:
+            self.num_cached_tokens = later.num_cached_tokens
+        self.finish_reason = later.finish_reason
+        self.stop_reason = later.stop_reason
+        self.steps += later.steps
+
+
+class RequestStream:
+    """One engine request's outputs, used as ``async with client.generate(...) as stream``.
+
+    Iterating yields :class:`RequestDelta` objects and stops after the one with a ``finish_reason``.
+    It raises :class:`EngineDeadError` if the engine dies meanwhile and :class:`EngineClosedError` if the
+    client shuts down. Leaving the ``async with`` block before the engine finished the request sends
+    ABORT exactly once; :meth:`abort` does so explicitly (e.g. when a stop string matched).
+    """
+
+    def __init__(self, client: EngineClient, request: wire.EngineCoreRequest) -> None:
+        self.client = client
+        self.request = request
+        self.request_id = request.request_id
+        self.submitted_at = time.monotonic()
+        self.first_output_at: float | None = None
+        self.abort_cause: str | None = None
+        self._pending: RequestDelta | None = None
+        self._error: BaseException | None = None
+        self._done = False  # the consumer has seen the terminal delta (or an error)
+        self._lot = trio.lowlevel.ParkingLot()
+
+    # called by the client's reader --------------------------------------------------------------
+
+    def _deliver(self, delta: RequestDelta) -> None:
+        if self.first_output_at is None:
+            self.first_output_at = time.monotonic()
+        if self._pending is None:
+            self._pending = delta
+        else:
+            self._pending.merge(delta)
+        self._lot.unpark_all()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        self._lot.unpark_all()
+
+    # consumer side ------------------------------------------------------------------------------
+
+    @property
+    def registered(self) -> bool:
+        """True while the engine may still produce output for this request (an abort would matter)."""
+        return self.client._streams.get(self.request_id) is self
+
+    async def next_delta(self) -> RequestDelta:
+        """Wait for the next (coalesced) delta; raises ``StopAsyncIteration`` after the last one."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if self._pending is not None:
+                delta, self._pending = self._pending, None
+                if delta.finished:
+                    self._done = True
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return delta
+            if self._error is not None:
+                self._done = True
+                raise self._error
+            if self._done:
+                raise StopAsyncIteration
+            await self._lot.park()
+
+    def __aiter__(self) -> AsyncIterator[RequestDelta]:
+        return self
+
+    async def __anext__(self) -> RequestDelta:
+        return await self.next_delta()
+
+    def abort(self, cause: str = "aborted") -> None:
+        """Abort the engine request now (synchronous, idempotent, no-op once the engine finished)."""
+        self.client._abort(self, cause)
+
+    async def __aenter__(self) -> RequestStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.registered:
+            cause = "cancelled" if isinstance(exc_info[1], trio.Cancelled) else "closed early"
+            if exc_info[1] is not None and not isinstance(exc_info[1], trio.Cancelled):
+                cause = f"error: {type(exc_info[1]).__name__}"
+            self.client._abort(self, cause)
+
+
+class EngineClient:
+    """The link to one vLLM engine core (DP=1) for one frontend process.
+
+    Usage::
+
+        client = EngineClient(LinkConfig("tcp://127.0.0.1:62100"))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)      # returns once the sockets are bound
+            await client.wait_ready()            # handshake + registration done
+            async with client.generate(ids, params, id_prefix="cmpl-1") as stream:
+                async for delta in stream: ...
+
+    :meth:`run` keeps running (reader, liveness ping, socket monitors) until cancelled; on the way out it
+    aborts every open request in one message, fails their streams with :class:`EngineClosedError` and
+    closes the sockets.
+    """
+
+    def __init__(self, config: LinkConfig, *, zmq_context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.state = ClientState.STARTING
+        self.registration: wire.EngineRegistration | None = None
+        self.error: BaseException | None = None
+        self.bound_pair: tuple[str, str] | None = None
+        self._ctx = zmq_context or zmq.Context.instance()
+        self._ready = trio.Event()
+        self._handshake_done = trio.Event()
+        self._dead = trio.Event()
+        self._input: TrioSocket | None = None
+        self._identity = wire.engine_identity(0)
+        self._streams: dict[str, RequestStream] = {}
+        self._calls: dict[int, _PendingCall] = {}
+        self._call_ids = itertools.count(1)
+        self._seq = itertools.count(1)
+        # Ids are f"{prefix}-{tag}{seq}": the tag makes them unique across processes and restarts, the
+        # sequence within this client, so a duplicate live id (which kills the engine) cannot happen.
+        self._id_tag = f"{os.getpid():x}{config.client_index}{os.urandom(2).hex()}."
+        self.stats = {"submitted": 0, "aborted": 0, "finished": 0, "late_outputs": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def max_model_len(self) -> int:
+        if self.registration is None:
+            raise EngineNotReadyError("the engine has not registered yet")
+        return self.registration.max_model_len
+
+    async def wait_ready(self) -> None:
+        """Return once the engine can take requests; raise :class:`EngineDeadError` if it cannot."""
+        await self._ready.wait()
+        if self.state is not ClientState.READY:
+            raise self.error or EngineDeadError("engine is not available")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind, handshake, then route outputs until cancelled (or the engine dies).
+
+        ``task_status.started()`` fires once every socket is bound, i.e. when an engine may connect. If
+        the engine dies, :meth:`run` keeps the dead state and returns; requests then fail fast.
+        """
+        cfg = self.config
+        in_addr, out_addr = cfg.input_addr, cfg.output_addr
+        if in_addr is None or out_addr is None:
+            if cfg.engine_addr is None:
+                raise ValueError("input_addr and output_addr are required without an engine_addr")
+            in_addr, out_addr = default_pair(cfg.engine_addr, cfg.client_index)
+        handshake: TrioSocket | None = None
+        inp = make_socket(self._ctx, zmq.ROUTER, bind=in_addr)
+        out = make_socket(self._ctx, zmq.PULL, bind=out_addr)
+        monitors: list[TrioSocket] = []
+        try:
+            self._input = inp
+            self.bound_pair = (last_endpoint(inp), last_endpoint(out))
+            if cfg.engine_addr is not None:
+                handshake = make_socket(self._ctx, zmq.ROUTER, bind=cfg.engine_addr)
+            for sock in (inp, out):
+                monitors.append(TrioSocket(sock.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)))
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                if handshake is not None:
+                    pairs = cfg.pairs or (self.bound_pair,)
+                    init = wire.HandshakeInit(
+                        addresses=wire.EngineAddresses(
+                            inputs=[p[0] for p in pairs], outputs=[p[1] for p in pairs]
+                        )
+                    )
+                    nursery.start_soon(self._handshake, handshake, init)
+                await self._register(inp)
+                nursery.start_soon(self._read_outputs, out)
+                for monitor in monitors:
+                    nursery.start_soon(self._watch_disconnect, monitor)
+                if handshake is not None:
+                    await self._handshake_done.wait()
+                if self.state is ClientState.STARTING:
+                    self.state = ClientState.READY
+                    log.info("engine link ready (client %d)", cfg.client_index)
+                self._ready.set()
+                nursery.start_soon(self._ping_loop)
+                await self._dead.wait()
+                nursery.cancel_scope.cancel(reason="engine is dead")
+        finally:
+            self._shutdown()
+            for monitor in monitors:
+                monitor.close()
+            # Linger on the input socket so the shutdown ABORT above still reaches the engine.
+            inp.close(linger=1000)
+            out.close()
+            if handshake is not None:
+                handshake.close()
+            self._input = None
+
+    async def _handshake(self, sock: TrioSocket, init: wire.HandshakeInit) -> None:
+        await serve_handshake(
+            sock, init, engine_count=self.config.engine_count, address=self.config.engine_addr or ""
+        )
+        self._handshake_done.set()
+        sock.close()  # the engine closes its DEALER after READY; nothing more comes here
+
+    async def _register(self, inp: TrioSocket) -> None:
+        identity, registration = await wait_registration(
+            inp, address=self.bound_pair[0] if self.bound_pair else ""
+        )
+        try:
+            wire.check_engine_version(registration.vllm_version)
+        except wire.UnsupportedEngineVersion:
+            if not self.config.allow_version_mismatch:
+                self._die(EngineDeadError(f"unsupported engine: vLLM {registration.vllm_version}"))
+                raise
+            log.warning(
+                "engine reports vLLM %s; continuing because the version check is disabled",
+                registration.vllm_version,
+            )
+        self._identity = identity
+        self.registration = registration
+
+    # ------------------------------------------------------------------ requests
+
+    def new_request_id(self, prefix: str) -> str:
+        return f"{prefix}-{self._id_tag}{next(self._seq)}"
+
+    def generate(
+        self,
+        prompt_token_ids: list[int],
+        params: wire.SamplingParams,
+        *,
+        id_prefix: str = "req",
+        external_id: str | None = None,
+        priority: int = 0,
+        cache_salt: str | None = None,
+        arrival_time: float | None = None,
+    ) -> RequestStream:
+        """Submit a token-in request now and return its stream (use it as ``async with``).
+
+        The ADD is sent before this returns, so the request is live in the engine from here on; the
+        caller must enter the returned stream's context (or call :meth:`RequestStream.abort`).
+        Raises :class:`EngineNotReadyError` / :class:`EngineDeadError` when nothing can be submitted.
+        The caller validated *params* and the prompt length (``serving/params.py``).
+        """
+        self._check_usable()
+        request_id = self.new_request_id(id_prefix)
+        request = wire.EngineCoreRequest(
+            request_id=request_id,
+            prompt_token_ids=prompt_token_ids,
+            sampling_params=params,
+            arrival_time=time.time() if arrival_time is None else arrival_time,
+            client_index=self.config.client_index,
+            external_req_id=external_id or id_prefix,
+            priority=priority,
+            cache_salt=cache_salt,
+        )
+        stream = RequestStream(self, request)
+        self._streams[request_id] = stream
+        try:
+            self._send(wire.add_frames(self._identity, request))
+        except BaseException:
+            del self._streams[request_id]
+            raise
+        self.stats["submitted"] += 1
+        return stream
+
+    def abort(self, request_ids: list[str]) -> None:
+        """Abort requests by id (the ones still registered); synchronous."""
+        live = [rid for rid in request_ids if self._streams.pop(rid, None) is not None]
+        if live and self.state is ClientState.READY:
+            self._send(wire.abort_frames(self._identity, live))
+            self.stats["aborted"] += len(live)
+
+    def _abort(self, stream: RequestStream, cause: str) -> None:
+        if self._streams.get(stream.request_id) is not stream:
+            return
+        del self._streams[stream.request_id]
+        stream.abort_cause = cause
+        if stream._pending is None or not stream._pending.finished:
+            stream._fail(EngineClosedError(f"request {stream.request_id} aborted: {cause}"))
+        if self.state is ClientState.READY:
+            self._send(wire.abort_frames(self._identity, [stream.request_id]))
+            self.stats["aborted"] += 1
+            log.debug("aborted %s (%s)", stream.request_id, cause)
+
+    @property
+    def open_requests(self) -> int:
+        return len(self._streams)
+
+    # ------------------------------------------------------------------ utilities
+
+    async def call_utility(self, method: str, *args: Any, timeout: float = 10.0) -> Any:
+        """Run ``method(*args)`` in the engine and return its result.
+
+        Raises :class:`UtilityCallError` on failure or after *timeout* seconds, and
+        :class:`EngineDeadError` if the engine dies meanwhile. Cancellation forgets the call (a late
+        reply is dropped).
+        """
+        self._check_usable()
+        call_id = next(self._call_ids)
+        pending = _PendingCall()
+        self._calls[call_id] = pending
+        try:
+            self._send(wire.utility_frames(self._identity, self.config.client_index, call_id, method, args))
+            with trio.move_on_after(timeout) as scope:
+                await pending.done.wait()
+            if scope.cancelled_caught:
+                raise UtilityCallError(f"utility call {method} got no answer within {timeout:g} s")
+        finally:
+            self._calls.pop(call_id, None)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        if pending.result.failure_message:
+            raise UtilityCallError(pending.result.failure_message)
+        return pending.result.value
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_usable(self) -> None:
+        if self.state is ClientState.READY:
+            return
+        if self.state is ClientState.STARTING:
+            raise EngineNotReadyError("the engine is still starting")
+        raise self.error or EngineDeadError("the engine link is closed")
+
+    def _send(self, frames: list[bytes]) -> None:
+        if self._input is None:
+            raise EngineClosedError("the engine link is closed")
+        self._input.send_nowait(frames)
+
+    async def _read_outputs(self, sock: TrioSocket) -> None:
+        while True:
+            for frames in await sock.receive_batch():
+                if frames[0] == wire.ENGINE_CORE_DEAD:
+                    self._die(
+                        EngineDeadError("the engine reported ENGINE_CORE_DEAD (it crashed; see its log)")
+                    )
+                    return
+                try:
+                    outputs = wire.decode_outputs(frames[0])
+                except Exception as exc:  # a frame we cannot read means we no longer know the state
+                    self._die(EngineDeadError(f"undecodable engine output: {exc}"))
+                    return
+                self._route(outputs, frames[1:] or None)
+
+    def _route(self, outputs: wire.EngineCoreOutputs, aux: list[bytes] | None) -> None:
+        streams = self._streams
+        for out in outputs.outputs:
+            stream = streams.get(out.request_id)
+            if stream is None:
+                self.stats["late_outputs"] += 1
+                continue
+            finish = out.finish_reason
+            delta = RequestDelta(
+                token_ids=out.new_token_ids,
+                finish_reason=None if finish is None else wire.FinishReason(finish),
+                stop_reason=out.stop_reason,
+                logprobs=None if out.new_logprobs is None else wire.decode_logprobs(out.new_logprobs, aux),
+                num_cached_tokens=None
+                if out.prefill_stats is None
+                else out.prefill_stats.get("num_cached_tokens"),
+            )
+            if finish is not None:
+                del streams[out.request_id]
+                self.stats["finished"] += 1
+            stream._deliver(delta)
+        if outputs.finished_requests:
+            # Safety net: engine-side finishes (errors, engine aborts) are also listed here.
+            for rid in outputs.finished_requests:
+                stream = streams.pop(rid, None)
+                if stream is not None:
+                    stream._deliver(RequestDelta(token_ids=[], finish_reason=wire.FinishReason.ABORT))
+        if outputs.utility_output is not None:
+            result = wire.decode_utility_result(outputs.utility_output)
+            pending = self._calls.get(result.call_id)
+            if pending is not None:
+                pending.result = result
+                pending.done.set()
+
+    async def _watch_disconnect(self, monitor: TrioSocket) -> None:
+        # Attachment is one-shot: once registered, an engine socket disconnecting means the engine is gone.
+        while True:
+            event = parse_monitor_message(await monitor.receive())
+            if event["event"] == zmq.EVENT_DISCONNECTED and self.state is ClientState.READY:
+                self._die(EngineDeadError("the engine disconnected (process exited or was killed)"))
+                return
+
+    async def _ping_loop(self) -> None:
+        interval, timeout = self.config.ping_interval, self.config.ping_timeout
+        if interval <= 0:
+            return
+        while self.state is ClientState.READY:
+            await trio.sleep(interval)
+            try:
+                await self.call_utility("is_sleeping", timeout=timeout)
+            except UtilityCallError as exc:
+                self._die(EngineDeadError(f"the engine stopped answering: {exc}"))
+                return
+            except EngineError:
+                return
+
+    def _die(self, error: EngineError) -> None:
+        if self.state in (ClientState.DEAD, ClientState.CLOSED):
+            return
+        log.error("engine link failed: %s", error)
+        self.state = ClientState.DEAD
+        self.error = error
+        self._fail_all(error)
+        self._ready.set()
+        self._dead.set()
+
+    def _fail_all(self, error: BaseException) -> None:
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            stream._fail(error)
+        for pending in self._calls.values():
+            pending.error = error
+            pending.done.set()
+
+    def _shutdown(self) -> None:
+        """Abort whatever is still open (one message), fail its streams, and mark the link closed."""
+        live = list(self._streams)
+        if live and self.state is ClientState.READY and self._input is not None:
+            try:
+                self._input.send_nowait(wire.abort_frames(self._identity, live))
+                self.stats["aborted"] += len(live)
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                pass
+        if self.state is not ClientState.DEAD:
+            self.state = ClientState.CLOSED
+            self.error = self.error or EngineClosedError("the engine link was shut down")
+        self._fail_all(self.error or EngineClosedError("closed"))
+        self._ready.set()
+
+
+@attrs.define(eq=False)
+class _PendingCall:
+    done: trio.Event = attrs.Factory(trio.Event)
+    result: wire.UtilityResult | None = None
+    error: BaseException | None = None

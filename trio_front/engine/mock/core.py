@@ -1,0 +1,443 @@
+"""The mock engine's scheduler, sans-IO: input messages in, encoded output messages out.
+
+:class:`MockCore` plays vLLM 0.32's ``EngineCoreProc`` busy loop without sockets or time: the trio layer
+(``engine.py``) feeds it every received input message with :meth:`MockCore.handle`, calls
+:meth:`MockCore.step` once per engine step, and sends whatever :attr:`MockCore.outbox` holds as
+``(client_index, payload)``. It never awaits, so nothing here can be interrupted half-way.
+
+Scheduling: FIFO; at most ``max_num_seqs`` requests run, the rest wait. Prefill is instant: a request
+admitted in a step gets its first token in that step. Each step produces one token per running request
+and *one* ``EngineCoreOutputs`` message per client holding all of that client's outputs.
+
+Hazards (engine_protocol.md §12) are recorded as ``"hazard"`` events. With ``hazards="faithful"`` the
+core then does what the real engine does: ``death`` is set (duplicate live id, prompt empty or not shorter
+than ``max_model_len``, an EXECUTOR_FAILED byte; the trio layer sends ENGINE_CORE_DEAD and stops), or
+``input_dead`` (undecodable message, invalid sampling parameters, unknown type byte: every later input is
+ignored, running requests still finish), or ``output_dead`` (``client_index`` out of range: nothing is
+sent any more). With ``hazards="log"`` the offending message is dropped (or its request finished with
+ERROR) and the engine carries on.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from .. import wire
+from .events import EventLog
+from .requests import InputDecodeError, MockRequest, decode_abort, decode_add, decode_utility
+from .rules import FIRST_ORDINARY_ID, Generation, logprobs_lists, prompt_logprobs_tensors
+
+_EXECUTOR_FAILED = b"\x04"
+_WAKEUP = b"\x05"
+
+
+@attrs.frozen
+class MockEngineConfig:
+    """How the mock engine presents itself. ``engine_addr`` is the frontend's handshake address."""
+
+    engine_addr: str
+    step_ms: float = 10.0
+    max_model_len: int = 2048
+    vocab: int = 4096
+    max_num_seqs: int = 256
+    vllm_version: str = "0.32.0"
+    hazards: str = attrs.field(default="faithful", validator=attrs.validators.in_(("faithful", "log")))
+    event_log: str | None = None
+    keep_events: bool = True
+    log_steps: bool = False
+    rank: int = 0
+    block_size: int = 16
+    num_gpu_blocks: int = 8192
+    max_num_batched_tokens: int = 8192
+    dtype: str = "float32"
+
+    def __attrs_post_init__(self) -> None:
+        if self.vocab <= FIRST_ORDINARY_ID:
+            raise ValueError(f"vocab must be larger than {FIRST_ORDINARY_ID}, got {self.vocab}")
+        if self.max_model_len < 2 or self.max_num_seqs < 1 or self.step_ms < 0:
+            raise ValueError("max_model_len must be >= 2, max_num_seqs >= 1 and step_ms >= 0")
+
+    def registration(self) -> dict[str, Any]:
+        """The ``EngineCoreReadyResponse`` map vLLM 0.32 sends on each input socket (every key)."""
+        kv_tokens = self.num_gpu_blocks * self.block_size
+        return {
+            "max_model_len": self.max_model_len,
+            "num_gpu_blocks": self.num_gpu_blocks,
+            "block_size": self.block_size,
+            "dp_stats_address": None,
+            "dtype": self.dtype,
+            "vllm_version": self.vllm_version,
+            "world_size": 1,
+            "data_parallel_size": 1,
+            "tensor_parallel_size": 1,
+            "pipeline_parallel_size": 1,
+            "decode_context_parallel_size": 1,
+            "data_parallel_rank": self.rank,
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "instance_id": f"mock-{os.getpid()}-{self.rank}",
+            "supports_lora": False,
+            "max_loras": 0,
+            "mamba_block_size": None,
+            "kv_cache_size_tokens": kv_tokens,
+            "kv_cache_max_concurrency": kv_tokens / self.max_model_len,
+            "kv_events_config": None,
+            "weight_transfer_backend": None,
+            "enable_sleep_mode": False,
+            "supports_draft_weight_updates": False,
+            "effective_attention_block_size": self.block_size,
+        }
+
+
+class PauseState(enum.Enum):
+    UNPAUSED = "unpaused"
+    PAUSED_NEW = "paused_new"  # adds queue up, running requests continue ("abort"/"wait" pauses)
+    PAUSED_ALL = "paused_all"  # no steps at all ("keep" pause)
+
+
+class _Deferred:
+    """A utility whose reply comes later (``pause_scheduler("wait")``)."""
+
+
+_DEFERRED = _Deferred()
+
+
+@attrs.define(eq=False)
+class MockCore:
+    config: MockEngineConfig
+    log: EventLog
+    num_clients: int = 0
+    waiting: dict[str, Generation] = attrs.Factory(dict)  # insertion order = FIFO
+    running: dict[str, Generation] = attrs.Factory(dict)
+    outbox: list[tuple[int, bytes]] = attrs.Factory(list)
+    death: str | None = None
+    input_dead: bool = False
+    output_dead: bool = False
+    pause: PauseState = PauseState.UNPAUSED
+    sleeping: bool = False
+    weight_version: str = "default"
+    stats: dict[str, int] = attrs.Factory(
+        lambda: dict.fromkeys(
+            ("steps", "adds", "tokens", "finished", "aborted", "utilities", "ignored_inputs", "dropped"), 0
+        )
+    )
+    _pause_waiters: list[tuple[int, int]] = attrs.Factory(list)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def live_request_ids(self) -> set[str]:
+        return set(self.running) | set(self.waiting)
+
+    def has_work(self) -> bool:
+        """Whether a step would do anything (the trio layer sleeps on input otherwise)."""
+        if self.pause is PauseState.PAUSED_ALL:
+            return False
+        return bool(self.running) or (bool(self.waiting) and self.pause is PauseState.UNPAUSED)
+
+    # ------------------------------------------------------------------ input
+
+    def handle(self, frames: list[bytes], received_at: float) -> None:
+        """Process one input message (``[type, payload, *aux]`` as the engine's DEALER sees it)."""
+        if self.input_dead or self.death is not None:
+            self.stats["ignored_inputs"] += 1
+            return
+        kind = frames[0]
+        payload = frames[1] if len(frames) > 1 else b""
+        try:
+            if kind == wire.RequestType.ADD.value:
+                self._add(decode_add(payload), received_at)
+            elif kind == wire.RequestType.ABORT.value:
+                self._abort(decode_abort(payload), received_at)
+            elif kind == wire.RequestType.UTILITY.value:
+                self._utility(*decode_utility(payload))
+            elif kind == wire.RequestType.START_DP_WAVE.value:
+                # A DP=1 engine logs "Unrecognized input request type" and carries on.
+                self.log.record("warning", kind="start_dp_wave", detail="ignored by a DP=1 engine")
+            elif kind == _EXECUTOR_FAILED:
+                self._hazard("executor_failed", "EXECUTOR_FAILED sent over the wire", "die")
+            elif kind == _WAKEUP:
+                pass  # the engine's own shutdown nudge; harmless
+            else:
+                self._hazard("unknown_request_type", f"type byte {bytes(kind)!r}", "input_dead")
+        except InputDecodeError as exc:
+            self._hazard("decode_failure", str(exc), "input_dead")
+
+    def _add(self, req: MockRequest, received_at: float) -> None:
+        rid, client = req.request_id, req.client_index
+        if rid in self.running or rid in self.waiting:
+            self._hazard("duplicate_request_id", f"{rid!r} is still live", "die", rid)
+            return
+        if not 0 <= client < self.num_clients:
+            detail = f"client_index {client} but only {self.num_clients} output socket(s)"
+            self._hazard("client_index_out_of_range", detail, "output_dead", rid)
+            return
+        prompt = req.prompt_token_ids or []
+        if not prompt or len(prompt) >= self.config.max_model_len:
+            detail = f"prompt of {len(prompt)} tokens, max_model_len {self.config.max_model_len}"
+            if self._hazard("prompt_length", detail, "die", rid):
+                self._finish_now([rid], client, wire.FinishReason.ERROR, detail)
+            return
+        params = req.sampling_params
+        if params is None or params.max_tokens is None:
+            # The engine's request preprocessing fails: a request-scoped ERROR, not a crash.
+            self._finish_now([rid], client, wire.FinishReason.ERROR, "max_tokens (or sampling_params) unset")
+            return
+        if params.ignore_eos and params.eos_token_id is not None:
+            self.log.record(
+                "warning",
+                kind="ignore_eos_with_eos_token_id",
+                request_id=rid,
+                detail="the real engine ignores ignore_eos and would stop at _eos_token_id",
+            )
+        gen = Generation(
+            rid,
+            prompt,
+            params,
+            vocab=self.config.vocab,
+            max_model_len=self.config.max_model_len,
+            client_index=client,
+        )
+        self.waiting[rid] = gen
+        self.stats["adds"] += 1
+        self.log.record(
+            "add",
+            t=received_at,
+            request_id=rid,
+            client_index=client,
+            prompt_tokens=len(prompt),
+            max_tokens=params.max_tokens,
+        )
+        if req.abort_immediately:
+            self._abort([rid], received_at)
+
+    def _abort(self, request_ids: list[str], received_at: float) -> None:
+        for rid in request_ids:
+            gen, state = self.running.pop(rid, None), "running"
+            if gen is None:
+                gen, state = self.waiting.pop(rid, None), "waiting"
+            if gen is None:
+                self.log.record("abort_unknown", t=received_at, request_id=rid)
+                continue
+            self.stats["aborted"] += 1
+            self.log.record("abort", t=received_at, request_id=rid, tokens=gen.position, state=state)
+
+    # ------------------------------------------------------------------ stepping
+
+    def step(self) -> None:
+        """One engine step: admit waiting requests, one token per running request, one message per client."""
+        if not self.has_work():
+            return
+        if self.pause is PauseState.UNPAUSED:
+            while self.waiting and len(self.running) < self.config.max_num_seqs:
+                rid = next(iter(self.waiting))
+                self.running[rid] = self.waiting.pop(rid)
+        vocab = self.config.vocab
+        per_client: dict[int, list[wire.EngineCoreOutput]] = {}
+        finished: list[Generation] = []
+        for gen in self.running.values():
+            first = gen.position == 0
+            token = gen.next_token()
+            out = wire.EngineCoreOutput(gen.request_id, [token])
+            if gen.logprobs is not None:
+                out.new_logprobs = logprobs_lists([token], gen.logprobs, vocab)
+            if first:
+                n = len(gen.prompt_ids)
+                out.prefill_stats = {
+                    "num_prompt_tokens": n,
+                    "num_computed_tokens": n,
+                    "num_cached_tokens": 0,
+                    "num_local_cached_tokens": 0,
+                    "num_external_cached_tokens": 0,
+                    "num_cache_creation_tokens": n,
+                }
+                if gen.prompt_logprobs is not None:
+                    out.new_prompt_logprobs_tensors = prompt_logprobs_tensors(
+                        gen.prompt_ids, gen.prompt_logprobs, vocab
+                    )
+            if gen.finish_reason is not None:
+                out.finish_reason = int(gen.finish_reason)
+                out.stop_reason = gen.stop_reason
+                finished.append(gen)
+            outputs = per_client.get(gen.client_index)
+            if outputs is None:
+                per_client[gen.client_index] = [out]
+            else:
+                outputs.append(out)
+        self.stats["steps"] += 1
+        self.stats["tokens"] += len(self.running)
+        for gen in finished:
+            del self.running[gen.request_id]
+            self._record_finish(gen.request_id, gen.finish_reason, gen.position, gen.stop_reason)
+        now = time.monotonic()
+        for client, outputs in per_client.items():
+            self._emit(
+                client,
+                wire.EngineCoreOutputs(
+                    engine_index=self.config.rank,
+                    outputs=outputs,
+                    timestamp=now,
+                    weight_version=self.weight_version,
+                ),
+            )
+        if self.config.log_steps:
+            self.log.record(
+                "step",
+                running=len(self.running),
+                waiting=len(self.waiting),
+                outputs=sum(map(len, per_client.values())),
+            )
+        if self._pause_waiters and not self.running:
+            waiters, self._pause_waiters = self._pause_waiters, []
+            for client, call_id in waiters:
+                self._emit(client, wire.EngineCoreOutputs(utility_output=[call_id, None, [None, None]]))
+
+    def _record_finish(
+        self, rid: str, reason: wire.FinishReason | None, tokens: int, stop_reason: Any
+    ) -> None:
+        self.stats["finished"] += 1
+        self.log.record("finish", request_id=rid, reason=str(reason), tokens=tokens, stop_reason=stop_reason)
+
+    def _finish_now(self, rids: list[str], client: int, reason: wire.FinishReason, detail: str = "") -> None:
+        """An engine-side finish outside a step (errors, engine aborts): outputs + ``finished_requests``."""
+        for rid in rids:
+            self.stats["finished"] += 1
+            self.log.record(
+                "finish", request_id=rid, reason=str(reason), tokens=0, stop_reason=None, detail=detail
+            )
+        outputs = [wire.EngineCoreOutput(rid, [], finish_reason=int(reason)) for rid in rids]
+        self._emit(
+            client,
+            wire.EngineCoreOutputs(engine_index=self.config.rank, outputs=outputs, finished_requests=rids),
+        )
+
+    def _engine_abort_all(self) -> None:
+        by_client: dict[int, list[str]] = {}
+        for gen in (*self.running.values(), *self.waiting.values()):
+            by_client.setdefault(gen.client_index, []).append(gen.request_id)
+        self.running.clear()
+        self.waiting.clear()
+        for client, rids in by_client.items():
+            self._finish_now(rids, client, wire.FinishReason.ABORT, "aborted by the engine (pause)")
+
+    def _emit(self, client: int, outputs: wire.EngineCoreOutputs) -> None:
+        if self.output_dead or self.death is not None:
+            self.stats["dropped"] += 1
+            return
+        if not 0 <= client < self.num_clients:
+            # vLLM's output thread indexes its socket list and dies with IndexError.
+            if self._hazard("client_index_out_of_range", f"output for client {client}", "output_dead"):
+                self.stats["dropped"] += 1
+            return
+        self.outbox.append((client, wire.encode(outputs)))
+
+    # ------------------------------------------------------------------ hazards
+
+    def _hazard(self, kind: str, detail: str, fatal: str, request_id: str | None = None) -> bool:
+        """Record a hazard; in faithful mode apply *fatal*. Returns True when the caller should recover."""
+        action = fatal if self.config.hazards == "faithful" else "logged"
+        fields: dict[str, Any] = {"kind": kind, "detail": detail, "action": action}
+        if request_id is not None:
+            fields["request_id"] = request_id
+        self.log.record("hazard", **fields)
+        if action == "die":
+            self.death = f"{kind}: {detail}"
+        elif action == "input_dead":
+            self.input_dead = True
+        elif action == "output_dead":
+            self.output_dead = True
+        return action == "logged"
+
+    # ------------------------------------------------------------------ utilities
+
+    def _utility(self, client: int, call_id: int, method: str, args: list[Any]) -> None:
+        self.stats["utilities"] += 1
+        if not 0 <= client < self.num_clients:
+            self._hazard("client_index_out_of_range", f"utility {method} for client {client}", "output_dead")
+            return
+        handler: Callable[..., Any] | None = getattr(self, f"_u_{method}", None)
+        try:
+            if handler is None:
+                raise AttributeError(f"'EngineCoreProc' object has no attribute '{method}'")
+            value = handler(client, call_id, *args)
+        except Exception as exc:
+            failure = f"Call to {method} method failed: {exc}"
+            self.log.record("utility", method=method, call_id=call_id, ok=False, failure=failure)
+            self._emit(client, wire.EngineCoreOutputs(utility_output=[call_id, failure, None]))
+            return
+        self.log.record("utility", method=method, call_id=call_id, ok=True)
+        if value is not _DEFERRED:
+            self._emit(client, wire.EngineCoreOutputs(utility_output=[call_id, None, [None, value]]))
+
+    # Handlers get (client, call_id, *args) and mirror EngineCore's methods of the same name.
+
+    def _u_is_sleeping(self, client: int, call_id: int) -> bool:
+        return self.sleeping or self.pause is not PauseState.UNPAUSED
+
+    def _u_get_supported_tasks(self, client: int, call_id: int) -> list[str]:
+        return ["generate"]
+
+    def _u_reset_prefix_cache(
+        self, client: int, call_id: int, reset_running_requests: bool = False, reset_connector: bool = False
+    ) -> bool:
+        return True
+
+    def _u_reset_mm_cache(self, client: int, call_id: int) -> None:
+        return None
+
+    def _u_reset_encoder_cache(self, client: int, call_id: int) -> None:
+        return None
+
+    def _u_is_scheduler_paused(self, client: int, call_id: int) -> bool:
+        return self.pause is not PauseState.UNPAUSED
+
+    def _u_pause_scheduler(
+        self, client: int, call_id: int, mode: str = "abort", clear_cache: bool = True
+    ) -> Any:
+        if mode not in ("abort", "wait", "keep"):
+            raise ValueError(f"Invalid pause mode: {mode}")
+        if mode == "abort":
+            self._engine_abort_all()
+        self.pause = PauseState.PAUSED_ALL if mode == "keep" else PauseState.PAUSED_NEW
+        if mode == "wait" and self.running:
+            self._pause_waiters.append((client, call_id))
+            return _DEFERRED
+        return None
+
+    def _u_resume_scheduler(self, client: int, call_id: int) -> None:
+        self.pause = PauseState.UNPAUSED
+
+    def _u_sleep(self, client: int, call_id: int, level: int = 1, mode: str = "abort") -> Any:
+        result = self._u_pause_scheduler(client, call_id, mode, True)
+        self.sleeping = level > 0
+        return result
+
+    def _u_wake_up(self, client: int, call_id: int, tags: list[str] | None = None) -> bool:
+        self.sleeping = False
+        self.pause = PauseState.UNPAUSED
+        return True
+
+    def _u_get_weight_version(self, client: int, call_id: int) -> str:
+        return self.weight_version
+
+    def _u_set_weight_version(self, client: int, call_id: int, weight_version: str) -> None:
+        self.weight_version = weight_version
+
+    def _u_execute_dummy_batch(self, client: int, call_id: int) -> None:
+        return None
+
+    def _u_get_kv_cache_group_metadata(self, client: int, call_id: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "group_idx": 0,
+                "kind": "full_attention",
+                "block_size": self.config.block_size,
+                "sliding_window": None,
+            }
+        ]

@@ -1,0 +1,183 @@
+"""pyzmq sockets under trio, from the rules of libzmq's edge-triggered ``ZMQ_FD``.
+
+pyzmq has no trio backend. ``sock.FD`` is libzmq's internal mailbox signaller: it becomes readable when
+the socket has *commands* to process, and any call into the socket (``recv``, ``send``, even
+``getsockopt(EVENTS)``) may process them and swallow the edge. So:
+
+1. readiness is decided only by ``zmq.EVENTS``, never by the FD;
+2. before sleeping on the FD we must just have seen ``EVENTS`` say "not ready";
+3. after waking we drain with ``NOBLOCK`` until ``zmq.Again``;
+4. one task owns the waiting; a send on the same socket (which may swallow the edge) wakes that task so
+   it re-checks ``EVENTS`` (the classic "recv once per wake-up" bug stalls after one message);
+5. ``trio.lowlevel.notify_closing`` runs before the socket is closed so a parked waiter gets
+   ``ClosedResourceError`` instead of sleeping on a dead descriptor.
+
+Sends never await here: vLLM's sockets use ``SNDHWM=0`` on ROUTER/PUSH (ROUTER drops rather than blocks)
+so :meth:`TrioSocket.send_nowait` is synchronous and therefore usable from cleanup code that must not be
+skipped by a cancellation.
+"""
+
+from __future__ import annotations
+
+import trio
+import zmq
+
+#: Batch cap for :meth:`TrioSocket.receive_batch`, so a flood cannot starve other tasks indefinitely.
+MAX_BATCH = 1024
+
+
+class TrioSocket:
+    """A pyzmq socket used from trio tasks.
+
+    Receiving is for one task at a time (a second concurrent receiver gets ``trio.BusyResourceError``).
+    Sending is synchronous and may be called from any task, including from ``finally`` blocks while a
+    cancellation is in flight. :meth:`close` may be called while a receiver is parked; the receiver then
+    raises ``trio.ClosedResourceError``.
+    """
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self._fd = sock.getsockopt(zmq.FD)
+        self._closed = False
+        self._receiving = False
+        self._waiter: trio.CancelScope | None = None
+
+    # ---------------------------------------------------------------- sending
+
+    def send_nowait(self, frames: list[bytes]) -> None:
+        """Send a multipart message without waiting.
+
+        Raises ``trio.WouldBlock`` if the socket cannot take it now (only possible on socket types
+        with a finite HWM; vLLM's ROUTER/PUSH sockets have none) and ``trio.ClosedResourceError``
+        after :meth:`close`.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("socket is closed")
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=len(frames[-1]) < 65536)
+        except zmq.Again:
+            raise trio.WouldBlock from None
+        finally:
+            # The send may have consumed the FD edge a parked receiver relies on: wake it to recheck.
+            if self._waiter is not None:
+                self._waiter.cancel()
+
+    async def send(self, frames: list[bytes]) -> None:
+        """Send, waiting for ``POLLOUT`` if the peer applies back-pressure (PUSH/DEALER with HWM)."""
+        while True:
+            try:
+                self.send_nowait(frames)
+            except trio.WouldBlock:
+                await self._wait_for(zmq.POLLOUT)
+            else:
+                await trio.lowlevel.checkpoint()
+                return
+
+    # ---------------------------------------------------------------- receiving
+
+    async def receive(self) -> list[bytes]:
+        """Receive one multipart message (frames as ``bytes``)."""
+        # trio's channel pattern: honour a pending cancel *before* taking a message, then yield
+        # without cancellation, so a cancelled receive never loses a message it already took.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                frames = self._recv_nowait()
+            except zmq.Again:
+                await self._wait_for(zmq.POLLIN)
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return frames
+
+    async def receive_batch(self, max_messages: int = MAX_BATCH) -> list[list[bytes]]:
+        """Receive every message already queued (at least one, at most *max_messages*).
+
+        Draining in one go amortises the wake-up over a burst; it is what the engine output reader uses.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            batch: list[list[bytes]] = []
+            try:
+                while len(batch) < max_messages:
+                    batch.append(self._recv_nowait())
+            except zmq.Again:
+                pass
+            if batch:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return batch
+            await self._wait_for(zmq.POLLIN)
+
+    def _recv_nowait(self) -> list[bytes]:
+        if self._closed:
+            raise trio.ClosedResourceError("socket is closed")
+        return self.sock.recv_multipart(flags=zmq.NOBLOCK)
+
+    async def _wait_for(self, event: int) -> None:
+        """Return when ``EVENTS`` has *event*, or when a sender asks us to look again."""
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already waiting on this zmq socket")
+        self._receiving = True
+        try:
+            while not self._closed and not (self.sock.getsockopt(zmq.EVENTS) & event):
+                # EVENTS just said "not ready", so sleeping on the edge-triggered FD is safe now.
+                with trio.CancelScope() as waiter:
+                    self._waiter = waiter
+                    try:
+                        await trio.lowlevel.wait_readable(self._fd)
+                    finally:
+                        self._waiter = None
+            if self._closed:
+                raise trio.ClosedResourceError("socket was closed while waiting")
+        finally:
+            self._receiving = False
+
+    # ---------------------------------------------------------------- lifetime
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, linger: int = 0) -> None:
+        """Close the socket; a parked receiver wakes with ``ClosedResourceError``. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        trio.lowlevel.notify_closing(self._fd)
+        self.sock.close(linger=linger)
+
+    def __enter__(self) -> TrioSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_socket(
+    ctx: zmq.Context,
+    kind: int,
+    *,
+    bind: str | None = None,
+    connect: str | None = None,
+    identity: bytes | None = None,
+    linger: int = 0,
+) -> TrioSocket:
+    """Create a socket with vLLM's settings (HWM 0: unbounded, so the engine never blocks on us)."""
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, linger)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    if identity is not None:
+        sock.setsockopt(zmq.IDENTITY, identity)
+    if bind is not None:
+        if bind.startswith("tcp://["):
+            sock.setsockopt(zmq.IPV6, 1)
+        sock.bind(bind)
+    if connect is not None:
+        sock.connect(connect)
+    return TrioSocket(sock)
+
+
+def last_endpoint(sock: TrioSocket) -> str:
+    """The address a socket actually bound (resolves ``tcp://host:0`` to the kernel's port)."""
+    value = sock.sock.getsockopt(zmq.LAST_ENDPOINT)
+    return value.decode() if isinstance(value, bytes) else str(value)
