@@ -36,8 +36,12 @@ class ScriptedEngine:
             init = wire.decode_any(payload)
             self.inp = make_socket(ctx, zmq.DEALER, connect=init["addresses"]["inputs"][0], identity=IDENTITY)
             self.out = make_socket(ctx, zmq.PUSH, connect=init["addresses"]["outputs"][0])
-            registration = {"max_model_len": self.max_model_len, "vllm_version": self.vllm_version,
-                            "num_gpu_blocks": 100, "block_size": 16}
+            registration = {
+                "max_model_len": self.max_model_len,
+                "vllm_version": self.vllm_version,
+                "num_gpu_blocks": 100,
+                "block_size": 16,
+            }
             self.inp.send_nowait([wire.encode(registration)])
             hs.send_nowait([wire.encode({"status": "READY", "local": False, "headless": True})])
             task_status.started()
@@ -56,8 +60,11 @@ class ScriptedEngine:
                     self.utilities.append(call)
                     if self.answer_utilities:
                         _, call_id, method, _args = call
-                        reply = [call_id, None, [None, False]] if method == "is_sleeping" else [
-                            call_id, f"Call to {method} method failed: no such method", None]
+                        reply = (
+                            [call_id, None, [None, False]]
+                            if method == "is_sleeping"
+                            else [call_id, f"Call to {method} method failed: no such method", None]
+                        )
                         self.emit_outputs(wire.EngineCoreOutputs(utility_output=reply))
                 self.received.set()
                 self.received = trio.Event()

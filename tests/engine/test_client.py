@@ -34,9 +34,14 @@ def free_addr() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-def out(rid: str, tokens: list[int], finish: wire.FinishReason | None = None, stop=None) -> wire.EngineCoreOutput:
+def out(
+    rid: str, tokens: list[int], finish: wire.FinishReason | None = None, stop=None
+) -> wire.EngineCoreOutput:
     return wire.EngineCoreOutput(
-        request_id=rid, new_token_ids=tokens, finish_reason=None if finish is None else int(finish), stop_reason=stop
+        request_id=rid,
+        new_token_ids=tokens,
+        finish_reason=None if finish is None else int(finish),
+        stop_reason=stop,
     )
 
 

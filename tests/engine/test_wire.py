@@ -24,22 +24,46 @@ def engine_python() -> Path:
 
 
 def vllm(command: dict) -> object:
-    proc = subprocess.run([str(engine_python()), str(CODEC)], input=json.dumps(command).encode(),
-                          capture_output=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [str(engine_python()), str(CODEC)],
+        input=json.dumps(command).encode(),
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     return json.loads(proc.stdout)
 
 
 def sample_request() -> wire.EngineCoreRequest:
     params = wire.SamplingParams(
-        temperature=0.7, top_p=0.9, top_k=40, min_p=0.05, seed=1234, max_tokens=33, min_tokens=2,
-        stop_token_ids=[7, 9], presence_penalty=0.5, frequency_penalty=-0.5, repetition_penalty=1.1,
-        logprobs=3, output_kind=wire.OutputKind.DELTA, eos_token_id=2, all_stop_token_ids=[2, 7, 9],
-        logit_bias={5: -100.0, 6: 2.5}, bad_words_token_ids=[[100, 101]],
+        temperature=0.7,
+        top_p=0.9,
+        top_k=40,
+        min_p=0.05,
+        seed=1234,
+        max_tokens=33,
+        min_tokens=2,
+        stop_token_ids=[7, 9],
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        repetition_penalty=1.1,
+        logprobs=3,
+        output_kind=wire.OutputKind.DELTA,
+        eos_token_id=2,
+        all_stop_token_ids=[2, 7, 9],
+        logit_bias={5: -100.0, 6: 2.5},
+        bad_words_token_ids=[[100, 101]],
     )
     return wire.EngineCoreRequest(
-        request_id="cmpl-abc-1f.1", prompt_token_ids=[1, 450, 1234, 99], sampling_params=params,
-        arrival_time=1700000000.25, client_index=0, priority=3, cache_salt="salt", external_req_id="cmpl-abc",
+        request_id="cmpl-abc-1f.1",
+        prompt_token_ids=[1, 450, 1234, 99],
+        sampling_params=params,
+        arrival_time=1700000000.25,
+        client_index=0,
+        priority=3,
+        cache_salt="salt",
+        external_req_id="cmpl-abc",
     )
 
 
@@ -55,8 +79,27 @@ def test_request_round_trip_and_positions() -> None:
 
 def test_outputs_tolerate_extra_trailing_fields_and_short_arrays() -> None:
     # 0.33 appends EngineCoreOutput.error; a decoder by position must ignore it.
-    output = ["r-1", [5, 6], None, None, None, 1, None, None, None, None, None, None, None, 0, None, None,
-              None, None, {"code": "x", "message": "y", "retryable": False}]
+    output = [
+        "r-1",
+        [5, 6],
+        None,
+        None,
+        None,
+        1,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        0,
+        None,
+        None,
+        None,
+        None,
+        {"code": "x", "message": "y", "retryable": False},
+    ]
     message = [0, [output], None, 1.5, None, None, None, None, "default", "an-extra-0.34-field"]
     decoded = wire.decode_outputs(msgspec.msgpack.encode(message))
     assert decoded.outputs[0].request_id == "r-1" and decoded.outputs[0].finish_reason == 1
@@ -117,22 +160,40 @@ def test_our_request_encodes_like_vllms() -> None:
     """Same logical request, encoded by vLLM and by us: identical bytes."""
     request = sample_request()
     sp = request.sampling_params
-    vllm_frames = vllm({"op": "encode_request", "request": {
-        "request_id": request.request_id, "prompt_token_ids": request.prompt_token_ids,
-        "arrival_time": request.arrival_time, "priority": 3, "cache_salt": "salt",
-        "external_req_id": "cmpl-abc",
-        "sampling_params": {"temperature": sp.temperature, "top_p": sp.top_p, "top_k": sp.top_k,
-                            "min_p": sp.min_p, "seed": sp.seed, "max_tokens": sp.max_tokens,
-                            "min_tokens": sp.min_tokens, "stop_token_ids": sp.stop_token_ids,
-                            "presence_penalty": sp.presence_penalty, "frequency_penalty": sp.frequency_penalty,
-                            "repetition_penalty": sp.repetition_penalty, "logprobs": sp.logprobs,
-                            "output_kind": 1, "logit_bias": sp.logit_bias},
-    }})
+    vllm_frames = vllm(
+        {
+            "op": "encode_request",
+            "request": {
+                "request_id": request.request_id,
+                "prompt_token_ids": request.prompt_token_ids,
+                "arrival_time": request.arrival_time,
+                "priority": 3,
+                "cache_salt": "salt",
+                "external_req_id": "cmpl-abc",
+                "sampling_params": {
+                    "temperature": sp.temperature,
+                    "top_p": sp.top_p,
+                    "top_k": sp.top_k,
+                    "min_p": sp.min_p,
+                    "seed": sp.seed,
+                    "max_tokens": sp.max_tokens,
+                    "min_tokens": sp.min_tokens,
+                    "stop_token_ids": sp.stop_token_ids,
+                    "presence_penalty": sp.presence_penalty,
+                    "frequency_penalty": sp.frequency_penalty,
+                    "repetition_penalty": sp.repetition_penalty,
+                    "logprobs": sp.logprobs,
+                    "output_kind": 1,
+                    "logit_bias": sp.logit_bias,
+                },
+            },
+        }
+    )
     theirs = msgspec.msgpack.decode(bytes.fromhex(vllm_frames[0]))
     ours = msgspec.msgpack.decode(wire.encode(request))
     # vLLM's SamplingParams map carries its own __post_init__ products (stop=[], bad_words=[]...);
     # compare the request array, then the engine-relevant sampling keys.
-    assert ours[:3] == theirs[:3] and ours[4:] == theirs[4:len(ours)]
+    assert ours[:3] == theirs[:3] and ours[4:] == theirs[4 : len(ours)]
     for key, value in ours[3].items():
         if key in ("_eos_token_id", "_all_stop_token_ids", "_bad_words_token_ids"):
             continue  # set by vLLM's InputProcessor, not by the constructor

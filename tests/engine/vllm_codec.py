@@ -33,11 +33,32 @@ def jsonable(value):
 
 
 def sampling_fields(sp):
-    names = ["temperature", "top_p", "top_k", "min_p", "seed", "max_tokens", "min_tokens", "stop_token_ids",
-             "ignore_eos", "logprobs", "prompt_logprobs", "presence_penalty", "frequency_penalty",
-             "repetition_penalty", "output_kind", "_eos_token_id", "_all_stop_token_ids", "logit_bias",
-             "allowed_token_ids", "_bad_words_token_ids", "skip_special_tokens", "include_stop_str_in_output",
-             "skip_reading_prefix_cache", "n"]
+    names = [
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "seed",
+        "max_tokens",
+        "min_tokens",
+        "stop_token_ids",
+        "ignore_eos",
+        "logprobs",
+        "prompt_logprobs",
+        "presence_penalty",
+        "frequency_penalty",
+        "repetition_penalty",
+        "output_kind",
+        "_eos_token_id",
+        "_all_stop_token_ids",
+        "logit_bias",
+        "allowed_token_ids",
+        "_bad_words_token_ids",
+        "skip_special_tokens",
+        "include_stop_str_in_output",
+        "skip_reading_prefix_cache",
+        "n",
+    ]
     return {name: jsonable(getattr(sp, name)) for name in names}
 
 
@@ -56,8 +77,14 @@ def main():
             sp_args["logit_bias"] = {int(k): v for k, v in sp_args["logit_bias"].items()}
         sp = SamplingParams(**sp_args)
         r.setdefault("cache_salt", None)
-        req = EngineCoreRequest(sampling_params=sp, mm_features=None, pooling_params=None, lora_request=None,
-                                data_parallel_rank=None, **r)
+        req = EngineCoreRequest(
+            sampling_params=sp,
+            mm_features=None,
+            pooling_params=None,
+            lora_request=None,
+            data_parallel_rank=None,
+            **r,
+        )
         print(json.dumps([b.hex() for b in MsgpackEncoder().encode(req)]))
     elif op == "encode_outputs":
         k = 3
@@ -77,11 +104,21 @@ def main():
             engine_index=0,
             outputs=[
                 EngineCoreOutput(request_id="a-1", new_token_ids=[11, 21], new_logprobs=lp),
-                EngineCoreOutput(request_id="b-2", new_token_ids=[5], finish_reason=FinishReason.STOP, stop_reason=7),
-                EngineCoreOutput(request_id="c-3", new_token_ids=list(range(40)), new_logprobs=big,
-                                 finish_reason=FinishReason.LENGTH),
-                EngineCoreOutput(request_id="d-4", new_token_ids=[], finish_reason=FinishReason.ABORT,
-                                 stop_reason="repetition_detected"),
+                EngineCoreOutput(
+                    request_id="b-2", new_token_ids=[5], finish_reason=FinishReason.STOP, stop_reason=7
+                ),
+                EngineCoreOutput(
+                    request_id="c-3",
+                    new_token_ids=list(range(40)),
+                    new_logprobs=big,
+                    finish_reason=FinishReason.LENGTH,
+                ),
+                EngineCoreOutput(
+                    request_id="d-4",
+                    new_token_ids=[],
+                    finish_reason=FinishReason.ABORT,
+                    stop_reason="repetition_detected",
+                ),
             ],
             timestamp=123.5,
             finished_requests={"d-4"},

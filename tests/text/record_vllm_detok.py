@@ -58,7 +58,7 @@ def encode_cases(tok: Any) -> list[dict[str, Any]]:
 
 def decode_cases(tok: Any, rng: random.Random) -> list[dict[str, Any]]:
     cases = []
-    seqs = [tok.encode(t) + [EOS] for t in TEXTS[:6]]
+    seqs = [[*tok.encode(t), EOS] for t in TEXTS[:6]]
     seqs += [[rng.randrange(tok_len(tok)) for _ in range(rng.randint(1, 30))] for _ in range(20)]
     seqs += [[1, 2, 1, 0, 3], [], [131], [224, 176, 257]]
     for ids in seqs:
@@ -94,25 +94,23 @@ def detok_case(
     finish: tuple[int, int | None] | None = None,
     **params: Any,
 ) -> dict[str, Any]:
-    """``finish``: (finish_reason, stop_reason) the engine reports with the last step; an ABORT finish
-    (2) is sent as an extra empty step."""
-    step_dicts = [{"new_token_ids": s, "finish_reason": None, "stop_reason": None} for s in steps]
-    if finish is not None:
-        reason, stop_reason = finish
-        if reason == 2 or not step_dicts:
-            step_dicts.append({"new_token_ids": [], "finish_reason": reason, "stop_reason": stop_reason})
-        else:
-            step_dicts[-1].update(finish_reason=reason, stop_reason=stop_reason)
-    return {"name": name, "prompt_ids": prompt_ids, "params": params, "steps": step_dicts}
+    """One engine output per entry of ``steps``. ``finish``: (finish_reason, stop_reason) the engine
+    reports with the last step; an ABORT (2) comes as an extra empty step, as the engine sends it."""
+    steps = [list(s) for s in steps]
+    if finish is not None and (finish[0] == 2 or not steps):
+        steps.append([])
+    return {"name": name, "prompt_ids": prompt_ids, "params": params, "steps": steps, "finish": finish}
 
 
 def run_detok(tok: Any, case: dict[str, Any], index: int) -> None:
+    """Feed the steps through vLLM's OutputProcessor (DELTA outputs) until the request finishes.
+    ``expected``: per consumed step the delta ``text`` and ``token_ids``; then the final ``finish_reason``,
+    ``stop_reason`` and whether vLLM asked to abort the request in the engine."""
     from vllm.sampling_params import RequestOutputKind, SamplingParams
     from vllm.v1.engine import EngineCoreOutput, EngineCoreRequest, FinishReason
     from vllm.v1.engine.output_processor import OutputProcessor
 
-    params = dict(case["params"])
-    sp = SamplingParams(max_tokens=10_000, output_kind=RequestOutputKind.DELTA, **params)
+    sp = SamplingParams(max_tokens=10_000, output_kind=RequestOutputKind.DELTA, **case["params"])
     processor = OutputProcessor(tok, log_stats=False)
     rid = f"r{index}"
     request = EngineCoreRequest(
@@ -128,33 +126,36 @@ def run_detok(tok: Any, case: dict[str, Any], index: int) -> None:
         external_req_id=rid,
     )
     processor.add_request(request, prompt=None)
-    expected = []
+    texts: list[str] = []
+    token_ids: list[list[int]] = []
+    final: dict[str, Any] = {"finish_reason": None, "stop_reason": None, "abort": False}
+    steps = case["steps"]
     try:
-        for step in case["steps"]:
-            reason = step["finish_reason"]
+        for i, step in enumerate(steps):
+            last = i == len(steps) - 1
+            finish = case["finish"] if last else None
             output = EngineCoreOutput(
                 request_id=rid,
-                new_token_ids=list(step["new_token_ids"]),
-                finish_reason=None if reason is None else FinishReason(reason),
-                stop_reason=step["stop_reason"],
+                new_token_ids=list(step),
+                finish_reason=None if finish is None else FinishReason(finish[0]),
+                stop_reason=None if finish is None else finish[1],
             )
             result = processor.process_outputs([output])
             (request_output,) = result.request_outputs
             (completion,) = request_output.outputs
-            expected.append(
-                {
-                    "text": completion.text,
-                    "token_ids": list(completion.token_ids),
+            texts.append(completion.text)
+            token_ids.append(list(completion.token_ids))
+            if not processor.has_request(rid):
+                final = {
                     "finish_reason": completion.finish_reason,
                     "stop_reason": completion.stop_reason,
                     "abort": rid in result.reqs_to_abort,
                 }
-            )
-            if not processor.has_request(rid):
                 break
+            assert completion.finish_reason is None and not result.reqs_to_abort
     except Exception as exc:  # recorded: the parity test checks that we do not crash there instead
         case["vllm_error"] = f"{type(exc).__name__}: {exc}"
-    case["expected"] = expected
+    case["expected"] = {"text": texts, "token_ids": token_ids, **final}
 
 
 def detok_cases(tok: Any, rng: random.Random) -> list[dict[str, Any]]:
@@ -416,7 +417,44 @@ def chat_requests() -> list[dict[str, Any]]:
         {"messages": [user], "chat_template": "{{ ''.__class__.__mro__[1].__subclasses__() }}"},
         {
             "messages": [user],
-            "chat_template": "{% generation %}{{ messages[0].content }}{% endgeneration %}{{ 'x<y>' | tojson }}",
+            "chat_template": "{% generation %}{{ messages[0].content }}{% endgeneration %}"
+            "{{ 'x<y>' | tojson }}",
+        },
+        {
+            "messages": [
+                {"role": "user", "content": [{"text": "t", "type": "text", "cache_control": {"type": "x"}}]},
+                {
+                    "role": "assistant",
+                    "content": "c",
+                    "extra": 1,
+                    "tool_calls": [
+                        {
+                            "type": "function",
+                            "index": 0,
+                            "function": {"name": "f", "arguments": "[1]"},
+                            "id": "a",
+                        }
+                    ],
+                },
+            ],
+            "chat_template": TOOLS_TEMPLATE,
+            "tools": [
+                {
+                    "function": {
+                        "parameters": {"b": 1, "a": 2},
+                        "name": "g",
+                        "description": "d",
+                        "strict": True,
+                    }
+                },
+                {"type": "function", "function": {"name": "f"}},
+            ],
+        },
+        {
+            "messages": [
+                {"role": "user", "content": [{"text": "t", "type": "text", "cache_control": {"type": "x"}}]}
+            ],
+            "chat_template": OPENAI_TEMPLATE.replace("{{ part.text }}", "{{ part | tojson }}"),
         },
     ]
 
@@ -446,13 +484,12 @@ def run_chat(renderer: Any, model_config: Any, body: dict[str, Any]) -> dict[str
 
 def main() -> None:
     logging.disable(logging.WARNING)
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.renderers.registry import renderer_from_config
-    from vllm.tokenizers import get_tokenizer
-
     import tokenizers
     import transformers
     import vllm
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.renderers.registry import renderer_from_config
+    from vllm.tokenizers import get_tokenizer
 
     rng = random.Random(20261128)
     tok = get_tokenizer(str(MODEL))
@@ -474,7 +511,17 @@ def main() -> None:
         "chat": [run_chat(renderer, config.model_config, body) for body in chat_requests()],
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    # One case per line: reviewable diffs without a multi-megabyte indented file.
+    lines = ["{"]
+    for i, (key, value) in enumerate(data.items()):
+        comma = "," if i < len(data) - 1 else ""
+        if isinstance(value, list):
+            items = ",\n".join("  " + json.dumps(v, ensure_ascii=False) for v in value)
+            lines.append(f" {json.dumps(key)}: [\n{items}\n ]{comma}")
+        else:
+            lines.append(f" {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}{comma}")
+    lines.append("}")
+    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     errors = sum("vllm_error" in c for c in cases)
     print(f"wrote {OUT} ({len(cases)} detok cases, {errors} vLLM errors)", file=sys.stderr)
 

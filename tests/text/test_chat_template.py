@@ -132,7 +132,7 @@ def test_kwargs_precedence(tokenizer: Tokenizer) -> None:
         [USER],
         chat_template_kwargs={"flavour": "request", "add_generation_prompt": False, "bos_token": "B"},
         reasoning_effort="none",
-        tools=[{"type": "function"}],
+        tools=[{"type": "function", "function": {"name": "f"}}],
     )
     # Explicit request fields beat chat_template_kwargs, which beat the server's and the special tokens.
     assert out.prompt == "B|request|True|False|False"

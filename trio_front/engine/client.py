@@ -251,6 +251,8 @@ class EngineClient:
         # sequence within this client, so a duplicate live id (which kills the engine) cannot happen.
         self._id_tag = f"{os.getpid():x}{config.client_index}{os.urandom(2).hex()}."
         self.stats = {"submitted": 0, "aborted": 0, "finished": 0, "late_outputs": 0}
+        #: The engine's latest ``SchedulerStats`` map (running/waiting counts, KV usage), if it sends them.
+        self.scheduler_stats: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -473,6 +475,8 @@ class EngineClient:
                 self._route(outputs, frames[1:] or None)
 
     def _route(self, outputs: wire.EngineCoreOutputs, aux: list[bytes] | None) -> None:
+        if outputs.scheduler_stats is not None:
+            self.scheduler_stats = outputs.scheduler_stats
         streams = self._streams
         for out in outputs.outputs:
             stream = streams.get(out.request_id)

@@ -9,8 +9,9 @@ per sequence (per child request when ``n > 1``) and, for every engine output of 
                          engine_finished=output.finish_reason is not None)
 
 * ``update.stop_string`` set: a stop string matched. The sequence is finished with finish_reason STOP and
-  ``stop_reason = update.stop_string``; the engine does not know, so the caller must ABORT the request in
-  the engine. Only ``new_token_ids[:update.num_kept]`` (and their logprobs) belong to the output; later
+  ``stop_reason = update.stop_string`` (this overrides an engine LENGTH/STOP finish in the same step). When
+  ``update.abort_engine`` (the engine had not finished it), the caller must ABORT the request in the
+  engine. Only ``new_token_ids[:update.num_kept]`` (and their logprobs) belong to the output; later
   tokens of the same step are dropped.
 * ``update.text`` is the new text to send now (delta mode). While the sequence runs, the last
   ``max(len(stop)) - 1`` characters are held back (when stop strings are set and excluded from the
@@ -65,11 +66,13 @@ class TextParams:
 class Update:
     """What one `TextStream.push` produced. ``text``: new output text to send (already holdback-limited
     or flushed); ``stop_string``: the stop string that matched, or ``None``; ``num_kept``: how many of the
-    pushed token ids belong to the output (all of them unless a stop string matched)."""
+    pushed token ids belong to the output (all of them unless a stop string matched); ``abort_engine``: a
+    stop string finished a sequence the engine is still generating, so send it an ABORT."""
 
     text: str
     stop_string: str | None
     num_kept: int
+    abort_engine: bool = False
 
 
 _EMPTY_UPDATE: Final = Update("", None, 0)
@@ -165,7 +168,8 @@ class TextStream:
             stop_string, num_kept = self._add_tokens(new_token_ids, stop_terminated)
         if stop_string is not None or engine_finished:
             self._finished = True
-        return Update(self._take(self._finished), stop_string, num_kept)
+        abort = stop_string is not None and not engine_finished
+        return Update(self._take(self._finished), stop_string, num_kept, abort)
 
     def take_text(self, finished: bool = False) -> str:
         """Text produced but not returned yet, minus the holdback unless ``finished``. For callers that
