@@ -92,12 +92,124 @@ async def _cancel_on_signal(signals, scope) -> None:  # type: ignore[no-untyped-
         return
 
 
+def _add_frontend_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--served-model-name", help="model name clients use (default: the model directory's name)")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind host (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument(
+        "--keep-alive-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="send SSE/WebSocket keep-alives after this many idle seconds (default off)",
+    )
+    p.add_argument("--graceful-timeout", type=float, default=5.0, help="seconds to drain on shutdown")
+    p.add_argument("--chat-template", help="a chat template (file path, name, or Jinja source)")
+    p.add_argument(
+        "--allow-engine-version-mismatch",
+        action="store_true",
+        help="warn instead of refusing an engine whose vLLM minor version is not 0.32",
+    )
+    p.add_argument(
+        "--ping-interval", type=float, default=5.0, help="seconds between engine liveness pings (0 disables)"
+    )
+    p.add_argument(
+        "--ping-timeout",
+        type=float,
+        default=30.0,
+        help="declare the engine dead if a ping gets no answer for this long",
+    )
+
+
+def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="serve the OpenAI API for an engine that attaches to --engine-addr",
+        description=(
+            "Bind the engine handshake at --engine-addr and serve HTTP. Start the engine with: "
+            "vllm serve DIR --headless --data-parallel-address HOST --data-parallel-rpc-port PORT"
+        ),
+    )
+    p.add_argument(
+        "--engine-addr", required=True, help="handshake address to bind: tcp://HOST:PORT or ipc://PATH"
+    )
+    p.add_argument("--model", required=True, help="the model directory (tokenizer, configs, chat template)")
+    _add_frontend_options(p)
+    p.set_defaults(handler=_run_frontend)
+
+
+def _add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="start a headless vLLM engine as a child and serve it (default: the bundled tiny model)",
+    )
+    p.add_argument("model", nargs="?", help="model directory (default: the bundled tiny model)")
+    p.add_argument("--engine-port", type=int, default=0, help="engine handshake port (default: a free one)")
+    p.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for 'vllm serve' (repeatable), e.g. --engine-arg=--max-num-seqs=64",
+    )
+    _add_frontend_options(p)
+    p.set_defaults(handler=_serve)
+
+
+def _frontend_config(args: argparse.Namespace, engine_addr: str, model: str) -> object:
+    from pathlib import Path
+
+    from .server import FrontendConfig
+
+    return FrontendConfig(
+        engine_addr=engine_addr,
+        model=Path(model).resolve(),
+        served_model_name=args.served_model_name,
+        host=args.host,
+        port=args.port,
+        keep_alive_interval=args.keep_alive_interval,
+        graceful_timeout=args.graceful_timeout,
+        allow_version_mismatch=args.allow_engine_version_mismatch,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+        chat_template=args.chat_template,
+    )
+
+
+def _run_frontend(args: argparse.Namespace) -> int:
+    import trio
+
+    from .server import serve_frontend
+
+    trio.run(serve_frontend, _frontend_config(args, args.engine_addr, args.model))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from functools import partial
+    from pathlib import Path
+
+    import trio
+
+    from .engine.launch import pick_free_port
+    from .server import BUNDLED_MODEL, EngineSupervisor, serve_frontend
+
+    model = Path(args.model) if args.model else BUNDLED_MODEL
+    port = args.engine_port or pick_free_port()
+    supervisor = EngineSupervisor(model.resolve(), "127.0.0.1", port, tuple(args.engine_arg))
+    config = _frontend_config(args, f"tcp://127.0.0.1:{port}", str(model))
+    trio.run(partial(serve_frontend, config, supervise=supervisor))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trio-front", description="An OpenAI-compatible frontend for vLLM on trio"
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_parser(subparsers)
+    _add_serve_parser(subparsers)
     _add_mock_engine_parser(subparsers)
     return parser
 

@@ -74,10 +74,16 @@ def test_content_parts_openai_format(tokenizer: Tokenizer) -> None:
 
 
 def test_content_format_detection_variants() -> None:
-    via_var = "{% for message in messages %}{% set c = message['content'] %}{% for p in c %}{% endfor %}{% endfor %}"
+    via_var = (
+        "{% for message in messages %}{% set c = message['content'] %}"
+        "{% for p in c %}{% endfor %}{% endfor %}"
+    )
     # vLLM only follows assignments *from* messages; 'c' is a plain variable named differently.
     assert compile_chat_template(via_var).content_format == "string"
-    via_content = "{% for message in messages %}{% set content = message.content %}{% for p in content %}{% endfor %}{% endfor %}"
+    via_content = (
+        "{% for message in messages %}{% set content = message.content %}"
+        "{% for p in content %}{% endfor %}{% endfor %}"
+    )
     assert compile_chat_template(via_content).content_format == "openai"
     via_macro = (
         "{% macro show(x) %}{% for p in x %}{{ p.text }}{% endfor %}{% endmacro %}"
@@ -89,7 +95,10 @@ def test_content_format_detection_variants() -> None:
 
 
 def test_raise_exception_is_chat_template_error() -> None:
-    template = "{% if messages[0].role != 'system' %}{{ raise_exception('first message must be system') }}{% endif %}"
+    template = (
+        "{% if messages[0].role != 'system' %}"
+        "{{ raise_exception('first message must be system') }}{% endif %}"
+    )
     with pytest.raises(ChatTemplateError, match="first message must be system"):
         render(template, [USER])
     with pytest.raises(ChatTemplateError):
@@ -103,7 +112,7 @@ def test_raise_exception_is_chat_template_error() -> None:
 def test_sandbox_blocks_attribute_access_and_mutation() -> None:
     with pytest.raises(ChatTemplateError):
         render("{{ ''.__class__.__mro__[1].__subclasses__() }}", [USER])
-    with pytest.raises(ChatTemplateError, match="unsafe|access"):
+    with pytest.raises(ChatTemplateError, match=r"unsafe|access"):
         render("{{ messages.append(1) }}", [USER])
     messages = [dict(USER)]
     with pytest.raises(ChatTemplateError):

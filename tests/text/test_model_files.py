@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,12 @@ def test_no_template_and_errors(tmp_path: Path) -> None:
     (tmp_path / "tokenizer_config.json").write_text("[1, 2]")
     with pytest.raises(ModelFilesError):
         load_model_files(tmp_path)
+
+
+def test_text_layer_imports_no_ml_frameworks() -> None:
+    code = (
+        "import sys, trio_front.text\n"
+        "bad = sorted(m for m in ('torch', 'vllm', 'transformers') if m in sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

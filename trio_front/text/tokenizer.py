@@ -122,7 +122,10 @@ class Tokenizer:
             all_special_ids=special_ids,
             added_tokens={i: tok.content for i, tok in backend.get_added_tokens_decoder().items()},
             vocab_size=backend.get_vocab_size(with_added_tokens=True),
-            max_token_id=max(vocab.values(), default=0),
+            # As vLLM's get_cached_tokenizer: the base vocab size may imply ids that get_vocab lacks.
+            max_token_id=max(
+                max(vocab.values(), default=0), backend.get_vocab_size(with_added_tokens=False) - 1
+            ),
             max_chars_per_token=max((len(tok) for tok in vocab), default=0),
             cleanup=files.clean_up_tokenization_spaces and not model_is_bpe,
         )
@@ -162,7 +165,8 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         """Text of ``ids``, as transformers' ``decode`` (including ``clean_up_tokenization_spaces``,
-        which transformers ignores for BPE models). The default is vLLM's ``skip_special_tokens=True``."""
+        which transformers ignores for BPE models). Note: vLLM decodes prompts for ``echo`` with
+        transformers' default, ``skip_special_tokens=False``."""
         text = self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
         return _clean_up_tokenization(text) if self._cleanup else text
 

@@ -1,0 +1,108 @@
+"""``/health``, ``/v1/models``, ``/version`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+import trio_front
+from trio_front.engine.client import ClientState
+
+from .http import Send, send_json
+from .state import ServerState
+
+STARTED = int(time.time())
+
+
+async def health(state: ServerState, send: Send) -> None:
+    """200 once the engine is ready; 503 while it starts and after it died (with the reason)."""
+    engine = state.engine
+    if engine.state is ClientState.READY:
+        await send_json(send, 200, b"{}")
+    else:
+        reason = str(engine.error) if engine.error else "the engine is still starting"
+        await send_json(send, 503, {"status": engine.state.value, "detail": reason})
+
+
+async def models(state: ServerState, send: Send) -> None:
+    max_len = state.engine.registration.max_model_len if state.engine.registration else None
+    card = {
+        "id": state.served_model_name,
+        "object": "model",
+        "created": STARTED,
+        "owned_by": "trio-front",
+        "root": state.model_path,
+        "parent": None,
+        "max_model_len": max_len,
+        "permission": [],
+    }
+    await send_json(send, 200, {"object": "list", "data": [card]})
+
+
+async def version(state: ServerState, send: Send) -> None:
+    registration = state.engine.registration
+    await send_json(
+        send,
+        200,
+        {
+            "version": registration.vllm_version if registration else None,
+            "trio_front_version": trio_front.__version__,
+        },
+    )
+
+
+class _EngineCollector(Collector):
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        engine = self.state.engine
+        stats = engine.stats
+        labels = ["model_name"]
+        name = [self.state.served_model_name]
+        for key, help_text in (
+            ("submitted", "Requests submitted to the engine"),
+            ("finished", "Requests the engine finished"),
+            ("aborted", "Requests aborted by the frontend"),
+        ):
+            family = CounterMetricFamily(f"trio_front_requests_{key}", help_text, labels=labels)
+            family.add_metric(name, stats[key])
+            yield family
+        open_requests = GaugeMetricFamily(
+            "trio_front_requests_open", "Engine requests in flight", labels=labels
+        )
+        open_requests.add_metric(name, engine.open_requests)
+        yield open_requests
+        up = GaugeMetricFamily("trio_front_engine_up", "1 while the engine link is ready", labels=labels)
+        up.add_metric(name, 1.0 if engine.state is ClientState.READY else 0.0)
+        yield up
+        sched = engine.scheduler_stats or {}
+        for key in ("num_running_reqs", "num_waiting_reqs", "kv_cache_usage"):
+            if isinstance(sched.get(key), (int, float)):
+                gauge = GaugeMetricFamily(
+                    f"trio_front_engine_{key}", f"Engine scheduler {key}", labels=labels
+                )
+                gauge.add_metric(name, float(sched[key]))
+                yield gauge
+
+
+def make_registry(state: ServerState) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_EngineCollector(state))
+    return registry
+
+
+async def metrics(registry: CollectorRegistry, send: Send) -> None:
+    body = generate_latest(registry)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,152 @@
+"""The ASGI application: routing, the lifespan that owns the engine client, and request scopes.
+
+Structure of tasks (every one has an owner):
+
+* hypercorn's lifespan task runs :meth:`App._lifespan`, whose nursery owns the :class:`EngineClient`
+  (its reader, socket monitors and liveness ping). Start-up completes at once so ``/health`` can say 503
+  while the engine loads; shutdown cancels that nursery, which aborts whatever the engine still runs.
+* each HTTP request runs in hypercorn's connection task; its work runs in a per-request nursery beside a
+  task that watches for ``http.disconnect`` (``http.py``): a disconnect cancels the work, and leaving a
+  generation's context aborts its engine request.
+* each WebSocket runs its own nursery (``realtime.py``, ``responses.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from trio_front.engine.client import EngineClient
+
+from . import admin, chat, completions
+from .errors import APIError
+from .http import ClientDisconnected, Receive, Scope, Send, read_body, run_with_disconnect, send_error
+from .state import ServerState
+
+log = logging.getLogger("trio_front.api")
+
+HTTPHandler = Callable[[ServerState, bytes, Send], Awaitable[None]]
+WSHandler = Callable[[ServerState, Scope, Receive, Send], Awaitable[None]]
+
+
+class App:
+    """ASGI 3 app serving the OpenAI API for one model on one engine."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.registry = admin.make_registry(state)
+        self.post_routes: dict[str, HTTPHandler] = {
+            "/v1/completions": completions.handle,
+            "/v1/chat/completions": chat.handle,
+        }
+        self.ws_routes: dict[str, WSHandler] = {}
+        self._register_optional_routes()
+        self._shutdown = trio.Event()
+
+    def _register_optional_routes(self) -> None:
+        try:  # the WebSocket/Responses APIs live in their own modules
+            from . import realtime, responses
+        except ImportError:  # pragma: no cover - during development of those modules
+            return
+        self.post_routes["/v1/responses"] = responses.handle_post
+        self.ws_routes["/v1/responses"] = responses.handle_websocket
+        self.ws_routes["/v1/realtime"] = realtime.handle_websocket
+
+    @property
+    def engine(self) -> EngineClient:
+        return self.state.engine
+
+    def begin_shutdown(self) -> None:
+        """Stop the engine link now: every open engine request is aborted and its response ends."""
+        self._shutdown.set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    # ------------------------------------------------------------------------------ lifespan
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        got_shutdown = False
+
+        async def wait_for_shutdown_message() -> None:
+            nonlocal got_shutdown
+            while (await receive())["type"] != "lifespan.shutdown":
+                pass
+            got_shutdown = True
+            self._shutdown.set()
+
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(self.engine.run)
+            except BaseException as exc:
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                raise
+            await send({"type": "lifespan.startup.complete"})
+            nursery.start_soon(wait_for_shutdown_message)
+            await self._shutdown.wait()
+            # Cancelling the engine client's tasks aborts every request the engine still runs.
+            nursery.cancel_scope.cancel(reason="server shutdown")
+        if not got_shutdown:
+            while (await receive())["type"] != "lifespan.shutdown":
+                pass
+        await send({"type": "lifespan.shutdown.complete"})
+
+    # ------------------------------------------------------------------------------ HTTP
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        state = self.state
+        started = False
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            if method == "POST" and path in self.post_routes:
+                handler = self.post_routes[path]
+                body = await read_body(receive)
+                await run_with_disconnect(receive, lambda: handler(state, body, tracked_send))
+            elif method == "GET" and path == "/health":
+                await admin.health(state, tracked_send)
+            elif method == "GET" and path == "/v1/models":
+                await admin.models(state, tracked_send)
+            elif method == "GET" and path == "/version":
+                await admin.version(state, tracked_send)
+            elif method == "GET" and path == "/metrics":
+                await admin.metrics(self.registry, tracked_send)
+            elif path in self.post_routes or path in ("/health", "/v1/models", "/version", "/metrics"):
+                raise APIError(405, f"method {method} not allowed on {path}")
+            else:
+                raise APIError(404, f"no route for {method} {path}", type="NotFoundError")
+        except ClientDisconnected:
+            return
+        except APIError as exc:
+            if not started:
+                await send_error(send, exc)
+        except Exception:
+            log.exception("error while handling %s %s", method, path)
+            if not started:
+                await send_error(send, APIError(500, "internal server error"))
+
+    # ------------------------------------------------------------------------------ WebSocket
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.ws_routes.get(scope["path"])
+        if handler is None:
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 4404})
+            return
+        await handler(self.state, scope, receive, send)

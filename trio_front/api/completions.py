@@ -1,0 +1,208 @@
+"""``POST /v1/completions``: prompt as text, token ids, or a list of either; streaming or not.
+
+Everything runs inside the request's nursery (see ``http.py``): tokenization, the engine request and the
+response. Validation is complete before the engine sees anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trio_front.engine.client import EngineError
+from trio_front.serving.generation import Chunk, Generation, GenerationError
+from trio_front.serving.params import ParamError, build_params, check_prompt
+
+from .errors import APIError
+from .http import Send, SSEWriter, send_json
+from .logprobs import completion_logprobs
+from .models import CompletionRequest, parse_json, structure
+from .state import ServerState, include_usage, new_id, param_error
+from .streaming import drive
+
+
+def _prompts(prompt: Any) -> list[str | list[int]]:
+    """Normalize OpenAI's four prompt shapes to a list of texts or token-id lists."""
+
+    def is_ids(value: Any) -> bool:
+        return isinstance(value, list) and all(type(t) is int for t in value)
+
+    if isinstance(prompt, str):
+        return [prompt]
+    if is_ids(prompt) and prompt:
+        return [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) or (is_ids(p) and p) for p in prompt):
+        return list(prompt)
+    raise APIError(
+        400,
+        "prompt must be a string, a list of strings, a list of token ids, or a list of "
+        "token-id lists (non-empty)",
+        param="prompt",
+    )
+
+
+async def handle(state: ServerState, body: bytes, send: Send) -> None:
+    req = structure(parse_json(body), CompletionRequest)
+    state.check_model(req.model)
+    if req.suffix is not None:
+        raise APIError(400, "suffix is not supported", param="suffix")
+    if req.best_of not in (None, 1):
+        raise APIError(400, "best_of is not supported", param="best_of")
+    if req.prompt_logprobs is not None:
+        raise APIError(400, "prompt_logprobs is not supported yet", param="prompt_logprobs")
+    if req.bad_words:
+        raise APIError(400, "bad_words is not supported yet", param="bad_words")
+    usage_wanted = include_usage(req.stream_options)
+    prompts = _prompts(req.prompt)
+    state.check_engine()
+    limits = state.limits
+    tok = state.tokenizer
+
+    request_id = new_id("cmpl")
+    generations: list[Generation] = []
+    prompt_texts: list[str] = []
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            ids = await tok.encode_async(prompt, add_special_tokens=req.add_special_tokens)
+            text = prompt
+        else:
+            for tid in prompt:
+                if not 0 <= tid < limits.vocab_size:
+                    raise APIError(400, f"prompt contains out-of-vocab token id {tid}", param="prompt")
+            ids, text = prompt, ""
+        try:
+            max_tokens = check_prompt(len(ids), limits, req.max_tokens)
+            params, text_params = build_params(
+                req, limits=limits, max_tokens=max_tokens, logprobs=req.logprobs, stream=req.stream
+            )
+        except ParamError as exc:
+            raise param_error(exc) from None
+        if req.echo and not text:
+            text = tok.decode(ids, skip_special_tokens=False)
+        prompt_texts.append(text)
+        generations.append(
+            Generation(
+                state.engine,
+                tok,
+                ids,
+                params,
+                text_params,
+                id_prefix=request_id,
+                priority=req.priority,
+                cache_salt=req.cache_salt,
+            )
+        )
+
+    model = req.model or state.served_model_name
+    if req.stream:
+        await _stream(state, req, generations, prompt_texts, request_id, model, usage_wanted, send)
+    else:
+        await _complete(state, req, generations, prompt_texts, request_id, model, send)
+
+
+async def _complete(
+    state: ServerState,
+    req: CompletionRequest,
+    generations: list[Generation],
+    prompt_texts: list[str],
+    request_id: str,
+    model: str,
+    send: Send,
+) -> None:
+    chunks: list[list[Chunk]] = [[] for _ in generations]
+
+    async def on_chunk(index: int, _gen: Generation, chunk: Chunk) -> None:
+        chunks[index].append(chunk)
+
+    try:
+        await drive(generations, on_chunk)
+    except GenerationError as exc:
+        raise APIError(500, str(exc)) from None
+    choices = []
+    for i, gen in enumerate(generations):
+        text = gen.output_text
+        if req.echo:
+            text = prompt_texts[i] + text
+        logprobs = None
+        if req.logprobs is not None:
+            logprobs = completion_logprobs(state.tokenizer, chunks[i], req.logprobs, offset=0)
+        choices.append(
+            {
+                "index": i,
+                "text": text,
+                "logprobs": logprobs,
+                "finish_reason": gen.finish_reason,
+                "stop_reason": gen.stop_reason,
+                "prompt_logprobs": None,
+            }
+        )
+    usage = _total_usage(generations)
+    await send_json(
+        send,
+        200,
+        {
+            "id": request_id,
+            "object": "text_completion",
+            "created": generations[0].created,
+            "model": model,
+            "choices": choices,
+            "usage": usage,
+            "system_fingerprint": None,
+            "kv_transfer_params": None,
+        },
+    )
+
+
+async def _stream(
+    state: ServerState,
+    req: CompletionRequest,
+    generations: list[Generation],
+    prompt_texts: list[str],
+    request_id: str,
+    model: str,
+    usage_wanted: bool,
+    send: Send,
+) -> None:
+    sse = SSEWriter(send)
+    created = generations[0].created
+    head = {"id": request_id, "object": "text_completion", "created": created, "model": model}
+    echoed = [not req.echo for _ in generations]
+    offsets = [0 for _ in generations]
+
+    async def on_chunk(index: int, gen: Generation, chunk: Chunk) -> None:
+        text = chunk.text
+        if not echoed[index]:
+            text = prompt_texts[index] + text
+            echoed[index] = True
+        if not text and chunk.finish_reason is None and not chunk.token_ids:
+            return
+        logprobs = None
+        if req.logprobs is not None:
+            logprobs = completion_logprobs(state.tokenizer, [chunk], req.logprobs, offset=offsets[index])
+            offsets[index] += len(text)
+        choice = {
+            "index": index,
+            "text": text,
+            "logprobs": logprobs,
+            "finish_reason": chunk.finish_reason,
+            "stop_reason": chunk.stop_reason,
+        }
+        await sse.event({**head, "choices": [choice]})
+
+    await sse.start()
+    try:
+        await drive(generations, on_chunk, keep_alive=state.keep_alive_interval, on_idle=sse.keep_alive)
+    except GenerationError as exc:
+        await sse.event(APIError(500, str(exc)).body())
+    except EngineError as exc:  # the engine died mid-stream: tell the client in-band, as vLLM does
+        await sse.event(APIError(503, str(exc)).body())
+    if usage_wanted:
+        await sse.event({**head, "choices": [], "usage": _total_usage(generations)})
+    await sse.done()
+
+
+def _total_usage(generations: list[Generation]) -> dict[str, Any]:
+    if len(generations) == 1:
+        return generations[0].usage.as_dict()
+    prompt = sum(g.usage.prompt_tokens for g in generations)
+    completion = sum(g.usage.completion_tokens for g in generations)
+    return {"prompt_tokens": prompt, "total_tokens": prompt + completion, "completion_tokens": completion}

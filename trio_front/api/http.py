@@ -1,0 +1,155 @@
+"""ASGI plumbing for one HTTP request: body, the per-request nursery, JSON and SSE responses.
+
+Hypercorn never cancels an app task when its client goes away: it only queues ``http.disconnect`` for the
+app's ``receive()``. So :func:`run_with_disconnect` keeps one task blocked in ``receive()`` for the whole
+response, beside the work, and cancels the request's scope when the client leaves, at any stage
+(tokenizing, queued in the engine, prefill, decode, streaming, or a non-streaming request still running).
+The engine request is then aborted by the generation's context manager on the way out.
+
+Hypercorn's ``send`` does not raise on a dead connection either (ASGI 2.1); an ``OSError`` from it is also
+treated as a disconnect, for servers that follow ASGI 2.4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import trio
+
+from .errors import APIError
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+#: Largest request body we read (vLLM's Rust frontend uses the same order of magnitude).
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # tell nginx not to buffer the stream
+]
+
+
+class ClientDisconnected(Exception):
+    """The client went away (seen by ``receive()`` or by a failing ``send``)."""
+
+
+async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
+    """Read the whole request body; 413 past *limit* bytes; :class:`ClientDisconnected` if the client left."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"request body larger than {limit} bytes")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def run_with_disconnect(receive: Receive, work: Callable[[], Awaitable[None]]) -> bool:
+    """Run *work* in a nursery beside a task that watches for ``http.disconnect``.
+
+    Returns ``True`` if *work* completed, ``False`` if the client disconnected first (then *work* was
+    cancelled: its cleanup, e.g. the engine abort, has run). Exceptions from *work* propagate.
+    """
+    disconnected = False
+
+    async def watch(cancel_scope: trio.CancelScope) -> None:
+        nonlocal disconnected
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+                cancel_scope.cancel(reason="client disconnected")
+                return
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, nursery.cancel_scope)
+            try:
+                await work()
+            except ClientDisconnected:
+                disconnected = True
+            nursery.cancel_scope.cancel(reason="response complete")
+    except BaseExceptionGroup as group:
+        raise unwrap(group) from None
+    return not disconnected
+
+
+def unwrap(group: BaseExceptionGroup) -> BaseException:
+    """The one real error inside a nursery's exception group (the watcher only ever gets cancelled)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        elif not isinstance(exc, trio.Cancelled):
+            leaves.append(exc)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else group
+
+
+async def send_json(
+    send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [*JSON_HEADERS, *(headers or ())]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, error: APIError) -> None:
+    await send_json(send, error.status, error.json())
+
+
+class SSEWriter:
+    """Server-sent events in vLLM's framing: ``data: <json>\\n\\n`` ... ``data: [DONE]\\n\\n``."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def start(self) -> None:
+        if not self.started:
+            self.started = True
+            await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+
+    async def event(self, payload: Any) -> None:
+        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        await self._raw(b"data: " + data + b"\n\n")
+
+    async def named_event(self, name: str, payload: Any) -> None:
+        """An event with an ``event:`` line (the Responses API uses them)."""
+        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        await self._raw(b"event: " + name.encode() + b"\ndata: " + data + b"\n\n")
+
+    async def keep_alive(self) -> None:
+        await self._raw(b": keep-alive\n\n")
+
+    async def done(self) -> None:
+        await self._raw(b"data: [DONE]\n\n")
+        await self.close()
+
+    async def close(self) -> None:
+        await self.start()
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _raw(self, data: bytes) -> None:
+        await self.start()
+        try:
+            await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        except OSError:
+            raise ClientDisconnected from None

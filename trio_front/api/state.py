@@ -1,0 +1,68 @@
+"""What every endpoint shares: the engine client, the text layer, the model's limits and server options."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import attrs
+
+from trio_front.engine.client import ClientState, EngineClient
+from trio_front.serving.params import ModelLimits, ParamError
+from trio_front.text.chat import ChatRenderer
+from trio_front.text.tokenizer import Tokenizer
+
+from .errors import APIError
+
+
+@attrs.define(eq=False)
+class ServerState:
+    engine: EngineClient
+    tokenizer: Tokenizer
+    renderer: ChatRenderer
+    served_model_name: str
+    model_path: str
+    keep_alive_interval: float | None = None
+    _limits: ModelLimits | None = None
+
+    @property
+    def limits(self) -> ModelLimits:
+        if self._limits is None:
+            self._limits = ModelLimits.from_tokenizer(self.tokenizer, self.engine.max_model_len)
+        return self._limits
+
+    def check_model(self, requested: str | None) -> None:
+        if requested is not None and requested not in (self.served_model_name, self.model_path):
+            raise APIError(
+                404, f"The model `{requested}` does not exist.", param="model", type="NotFoundError"
+            )
+
+    def check_engine(self) -> None:
+        """503 unless the engine can take requests (before its handshake, or after it died)."""
+        state = self.engine.state
+        if state is ClientState.READY:
+            return
+        if state is ClientState.STARTING:
+            raise APIError(503, "the engine is still starting; retry shortly")
+        raise APIError(503, f"the engine is unavailable: {self.engine.error}")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(16)}"
+
+
+def param_error(exc: ParamError) -> APIError:
+    return APIError(400, str(exc), param=exc.param)
+
+
+def token_text(tokenizer: Tokenizer, token_id: int) -> str:
+    return tokenizer.decode([token_id], skip_special_tokens=False)
+
+
+def include_usage(stream_options: dict[str, Any] | None) -> bool:
+    if stream_options is None:
+        return False
+    value = stream_options.get("include_usage", False)
+    if not isinstance(value, bool):
+        raise APIError(400, "stream_options.include_usage must be a boolean", param="stream_options")
+    return value

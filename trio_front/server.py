@@ -1,0 +1,178 @@
+"""Wiring for ``trio-front run`` and ``trio-front serve``: model files → text layer, engine link, ASGI app,
+hypercorn on trio, signals, and (for ``serve``) a supervised headless vLLM engine.
+
+Task tree of a running server (nothing outlives :func:`serve_frontend`'s nursery)::
+
+    serve_frontend
+    ├── signal watcher         SIGINT/SIGTERM → abort in-flight engine requests, stop hypercorn
+    ├── [engine supervisor]    (``serve`` only) progress while loading; the engine exiting stops us
+    └── hypercorn.trio.serve   connections, each request in its own nursery
+        └── lifespan           owns the EngineClient's tasks
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from functools import partial
+from pathlib import Path
+
+import attrs
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from trio_front.api.app import App
+from trio_front.api.state import ServerState
+from trio_front.engine.client import ClientState, EngineClient, LinkConfig
+from trio_front.text.chat import ChatRenderer
+from trio_front.text.tokenizer import Tokenizer
+
+log = logging.getLogger("trio_front")
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED_MODEL = REPO / "models" / "tiny-llama"
+
+
+@attrs.frozen
+class FrontendConfig:
+    engine_addr: str
+    model: Path
+    served_model_name: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    keep_alive_interval: float | None = None
+    graceful_timeout: float = 5.0
+    allow_version_mismatch: bool = False
+    ping_interval: float = 5.0
+    ping_timeout: float = 30.0
+    chat_template: str | None = None
+
+
+def build_app(config: FrontendConfig) -> App:
+    tokenizer = Tokenizer.from_pretrained(config.model)
+    renderer = ChatRenderer(tokenizer, default_template=_read_template(config.chat_template))
+    engine = EngineClient(
+        LinkConfig(
+            config.engine_addr,
+            ping_interval=config.ping_interval,
+            ping_timeout=config.ping_timeout,
+            allow_version_mismatch=config.allow_version_mismatch,
+        )
+    )
+    state = ServerState(
+        engine=engine,
+        tokenizer=tokenizer,
+        renderer=renderer,
+        served_model_name=config.served_model_name or config.model.name,
+        model_path=str(config.model),
+        keep_alive_interval=config.keep_alive_interval,
+    )
+    return App(state)
+
+
+def _read_template(value: str | None) -> str | None:
+    if value is not None and Path(value).is_file():
+        return Path(value).read_text()
+    return value
+
+
+async def serve_frontend(
+    config: FrontendConfig,
+    *,
+    supervise: EngineSupervisor | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until SIGINT/SIGTERM (or the supervised engine exits); ``started`` gets the bound URLs."""
+    app = build_app(config)
+    hconfig = hypercorn.config.Config()
+    hconfig.bind = [f"{config.host}:{config.port}"]
+    hconfig.graceful_timeout = config.graceful_timeout
+    hconfig.backlog = 2048
+    hconfig.keep_alive_timeout = 75
+    hconfig.accesslog = None
+    stop = trio.Event()
+
+    def shutdown(reason: str) -> None:
+        if not stop.is_set():
+            log.info("shutting down: %s", reason)
+            app.begin_shutdown()  # aborts every in-flight engine request now
+            stop.set()
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=stop.wait))
+        log.info("trio-front serving %s on %s", app.state.served_model_name, ", ".join(binds))
+        async with trio.open_nursery() as helpers:
+            helpers.start_soon(_watch_signals, shutdown)
+            if supervise is not None:
+                helpers.start_soon(supervise.run, app.engine, shutdown)
+            helpers.start_soon(_report_ready, app.engine, binds)
+            task_status.started(binds)
+            await stop.wait()
+            helpers.cancel_scope.cancel(reason="server shutdown")
+        # hypercorn now drains connections for graceful_timeout; bound the whole exit.
+        nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout + 5
+
+
+async def _report_ready(engine: EngineClient, binds: list[str]) -> None:
+    try:
+        await engine.wait_ready()
+    except Exception:
+        return
+    url = binds[0] if binds else ""
+    log.info("engine ready; try: curl %s/v1/completions -H 'Content-Type: application/json' "
+             "-d '{\"prompt\": \"def hello(\", \"max_tokens\": 16}'", url)  # fmt: skip
+
+
+async def _watch_signals(shutdown) -> None:  # type: ignore[no-untyped-def]
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            shutdown(f"signal {signal.Signals(signum).name}")
+            return
+
+
+@attrs.define
+class EngineSupervisor:
+    """Runs a headless vLLM engine as a child of ``trio-front serve``: starts it, shows progress while it
+    loads, stops the server if it exits, and tears its whole process group down on the way out."""
+
+    model: Path
+    host: str
+    port: int
+    extra_args: tuple[str, ...] = ()
+    progress_interval: float = 5.0
+
+    async def run(self, engine: EngineClient, shutdown) -> None:  # type: ignore[no-untyped-def]
+        from trio_front.engine.launch import EngineProcess
+
+        process = EngineProcess.headless(self.model, self.host, self.port, extra_args=self.extra_args)
+        process.start()
+        log.info("started vLLM engine (pid %d), log: %s", process.pid, process.log_path)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._progress, process, engine)
+                await trio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
+                nursery.cancel_scope.cancel()
+            log.error(
+                "the vLLM engine exited with status %s; log tail:\n%s",
+                process.returncode,
+                process.read_log(tail=3000),
+            )
+            shutdown("the engine process exited")
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(process.terminate)
+
+    async def _progress(self, process, engine: EngineClient) -> None:  # type: ignore[no-untyped-def]
+        started = time.monotonic()
+        while engine.state is ClientState.STARTING:
+            await trio.sleep(self.progress_interval)
+            if engine.state is ClientState.STARTING:
+                last = _last_line(process.read_log(tail=2000))
+                log.info("engine loading (%.0f s): %s", time.monotonic() - started, last)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][-160:] if lines else "(no output yet)"

@@ -1,0 +1,162 @@
+"""One generation's life, shared by every protocol (SSE, JSON, Realtime and Responses WebSockets).
+
+A :class:`Generation` submits token ids to the engine, turns engine deltas into text with the text
+layer's :class:`~trio_front.text.detokenizer.TextStream` (incremental detokenization, stop strings), and
+counts usage. It is an async context manager around the engine's request stream::
+
+    async with Generation(engine, tokenizer, prompt_ids, params, text_params, id_prefix="cmpl-x") as gen:
+        while (chunk := await gen.next_chunk()) is not None:
+            ...
+
+Cancellation: leaving the block before the sequence finished (client disconnect, ``response.cancel``,
+server shutdown, an exception) aborts the engine request at once. That abort is a synchronous send, so
+it also happens when an *outer* scope is cancelled. A stop string aborts the engine request as soon as it
+matches, and the chunk that carries it is the last one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import attrs
+
+from trio_front.engine import wire
+from trio_front.engine.client import EngineClient, RequestStream
+from trio_front.text.detokenizer import TextParams, TextStream
+from trio_front.text.tokenizer import Tokenizer
+
+
+class GenerationError(Exception):
+    """The engine failed this request (finish_reason ERROR)."""
+
+
+@attrs.define(slots=True)
+class Chunk:
+    """What the client should see next: new text and the token ids (and logprobs) it came from."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: wire.Logprobs | None = None
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+
+@attrs.define
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int = 0
+    cached_tokens: int | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict[str, object]:
+        usage: dict[str, object] = {
+            "prompt_tokens": self.prompt_tokens,
+            "total_tokens": self.total_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+        if self.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return usage
+
+
+class Generation:
+    """Token ids in, text chunks out, for one sequence (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: EngineClient,
+        tokenizer: Tokenizer,
+        prompt_ids: list[int],
+        params: wire.SamplingParams,
+        text_params: TextParams,
+        *,
+        id_prefix: str,
+        priority: int = 0,
+        cache_salt: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.usage = Usage(prompt_tokens=len(prompt_ids))
+        self.finish_reason: str | None = None
+        self.stop_reason: int | str | None = None
+        self.created = int(time.time())
+        self._text = TextStream(tokenizer, prompt_ids, text_params)
+        self._id_prefix = id_prefix
+        self._priority = priority
+        self._cache_salt = cache_salt
+        self._stream: RequestStream | None = None
+
+    @property
+    def request_id(self) -> str:
+        assert self._stream is not None
+        return self._stream.request_id
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def output_text(self) -> str:
+        return self._text.output_text
+
+    async def __aenter__(self) -> Generation:
+        self._stream = self.engine.generate(
+            self.prompt_ids,
+            self.params,
+            id_prefix=self._id_prefix,
+            priority=self._priority,
+            cache_salt=self._cache_salt,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._stream is not None
+        await self._stream.__aexit__(*exc_info)
+        if self.finish_reason is None:
+            self.finish_reason = "abort"
+
+    async def next_chunk(self) -> Chunk | None:
+        """The next chunk (possibly with empty text, e.g. while a stop string is held back), or ``None``
+        once the sequence finished. Raises the engine's errors (``EngineDeadError``...) and
+        :class:`GenerationError`. Cancelling this call loses nothing: the engine's outputs stay queued."""
+        if self.finish_reason is not None:
+            return None
+        assert self._stream is not None
+        delta = await self._stream.next_delta()
+        reason = delta.finish_reason
+        if reason is wire.FinishReason.ERROR:
+            self.finish_reason = "error"
+            raise GenerationError("the engine failed to process this request")
+        ids = delta.token_ids
+        update = self._text.push(
+            ids, stop_terminated=reason is wire.FinishReason.STOP, engine_finished=reason is not None
+        )
+        logprobs = delta.logprobs
+        if update.stop_string is not None:
+            if update.abort_engine:
+                self._stream.abort("stop string")
+            if update.num_kept < len(ids):
+                ids = ids[: update.num_kept]
+                if logprobs is not None:
+                    logprobs = wire.Logprobs(
+                        logprobs.token_ids[: update.num_kept],
+                        logprobs.logprobs[: update.num_kept],
+                        logprobs.ranks[: update.num_kept],
+                    )
+            self.finish_reason, self.stop_reason = "stop", update.stop_string
+        elif reason is not None:
+            self.finish_reason, self.stop_reason = str(reason), delta.stop_reason
+        self.usage.completion_tokens += len(ids)
+        if delta.num_cached_tokens is not None:
+            self.usage.cached_tokens = delta.num_cached_tokens
+        return Chunk(update.text, ids, logprobs, self.finish_reason, self.stop_reason)
+
+    async def collect(self) -> str:
+        """Run to the end and return the whole text (non-streaming responses)."""
+        while await self.next_chunk() is not None:
+            pass
+        return self.output_text
