@@ -40,6 +40,7 @@ from .handshake import serve_handshake, wait_registration
 from .zmq_trio import TrioSocket, last_endpoint, make_socket
 
 log = logging.getLogger("trio_front.engine")
+_MONITOR_IDS = itertools.count()
 
 
 class EngineError(Exception):
@@ -290,7 +291,10 @@ class EngineClient:
             if cfg.engine_addr is not None:
                 handshake = make_socket(self._ctx, zmq.ROUTER, bind=cfg.engine_addr)
             for sock in (inp, out):
-                monitors.append(TrioSocket(sock.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)))
+                # pyzmq's default monitor endpoint is keyed by the socket's fd, which a later socket in
+                # the same context may reuse before libzmq released the old endpoint: name ours uniquely.
+                address = f"inproc://trio-front-monitor-{next(_MONITOR_IDS)}"
+                monitors.append(TrioSocket(sock.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED, address)))
             async with trio.open_nursery() as nursery:
                 task_status.started()
                 if handshake is not None:
@@ -316,6 +320,9 @@ class EngineClient:
                 nursery.cancel_scope.cancel(reason="engine is dead")
         finally:
             self._shutdown()
+            for sock in (inp, out):
+                if monitors:
+                    sock.sock.disable_monitor()
             for monitor in monitors:
                 monitor.close()
             # Linger on the input socket so the shutdown ABORT above still reaches the engine.

@@ -1,0 +1,89 @@
+"""The workloads (W1–W5): load-generator specs per engine and mode (full or ``--quick``).
+
+Each :class:`Workload` becomes one load-generator process against a running (frontend, engine) pair.
+W1/W2 run on both engines; W3–W5 stress only the frontend and need the mock engine (W3 its event log,
+W5 its ``max_num_seqs=1`` queue), so they run on the mock only. W5 needs its own engine flags, so it
+gets its own pairs (see ``W5_ENGINE``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.peers import EngineConfig
+
+#: Engine flags for every W1–W4 pair (both engines, all frontends).
+MAX_NUM_SEQS = 256
+#: W5 pairs: one running slot, so every stream after the blocker waits in the engine (idle).
+W5_ENGINE = {"max_num_seqs": 1, "step_ms": 20.0}
+
+
+@dataclass
+class Workload:
+    key: str  # result key, e.g. "W2c256"
+    family: str  # W1..W5 (what --workloads selects)
+    title: str
+    spec: dict[str, Any] = field(default_factory=dict)
+    engines: tuple[str, ...] = ("mock", "real")
+    grace_s: float = 0.0  # wait after the load before reading the engine log (W3)
+
+
+def workloads(engine: str, quick: bool) -> list[Workload]:
+    """Every workload for *engine* (``mock`` or ``real``) in run order; W5 comes last, on its own pairs."""
+    q = quick
+    w1_n = (128 if q else 400) if engine == "real" else (2000 if q else 8000)
+    out = [
+        Workload(
+            "W1", "W1", "preprocess-heavy: 1024-token prompts, 1 output token, concurrency 64",
+            {"kind": "stream", "prompt_len": 1024, "max_tokens": 1, "concurrency": 64,
+             "num_requests": w1_n, "warmup_requests": 32 if q else 64, "seed": 11},
+        ),
+        Workload(
+            "W2c256", "W2", "decode-streaming: 32 in, 128 out, concurrency 256",
+            {"kind": "stream", "prompt_len": 32, "max_tokens": 128, "concurrency": 256,
+             "num_requests": 512 if q else 1024, "warmup_requests": 128 if q else 256, "seed": 21},
+        ),
+        Workload(
+            "W2c1024", "W2", "decode-streaming: 32 in, 128 out, concurrency 1024",
+            {"kind": "stream", "prompt_len": 32, "max_tokens": 128, "concurrency": 1024,
+             "num_requests": 1024 if q else 2048, "warmup_requests": 128 if q else 256,
+             "warmup_concurrency": 256, "seed": 22},
+        ),
+        Workload(
+            "W3", "W3", "cancellation storm: 256 streams closed after 1..16 chunks (1000 max_tokens)",
+            {"kind": "cancel", "prompt_len": 32, "max_tokens": 1000, "concurrency": 256,
+             "num_requests": 256 if q else 1024, "close_after_max": 16, "seed": 31, "tag": "w3x"},
+            engines=("mock",), grace_s=3.0,
+        ),
+        Workload(
+            "W4", "W4", "slow consumers: 100 streams of 2000 tokens read at 8 bytes/s (SO_RCVBUF 4 KiB)",
+            {"kind": "slow", "prompt_len": 32, "max_tokens": 2000, "concurrency": 100,
+             "duration_s": 20.0 if q else 60.0, "read_bytes": 4, "read_interval_s": 0.5, "seed": 41},
+            engines=("mock",),
+        ),
+        Workload(
+            "W5", "W5", "idle streams: RSS per open stream queued behind one blocker (max_num_seqs=1)",
+            {"kind": "idle", "prompt_len": 32, "max_tokens": 16,
+             "levels": [64, 128, 256] if q else [128, 256, 512, 1024], "blocker_max_tokens": 2000,
+             "seed": 51},
+            engines=("mock",),
+        ),
+    ]  # fmt: skip
+    return [w for w in out if engine in w.engines]
+
+
+def engine_config(engine: str, w5: bool = False) -> EngineConfig:
+    """The engine flags of a pair (W5 pairs use :data:`W5_ENGINE`)."""
+    if w5:
+        return EngineConfig(kind=engine, **W5_ENGINE)  # type: ignore[arg-type]
+    return EngineConfig(kind=engine, max_num_seqs=MAX_NUM_SEQS)
+
+
+def slot_order(frontends: list[str], rounds: int) -> list[tuple[int, str]]:
+    """``(round, frontend)`` in alternating order: A B C, then C B A, then A B C ..."""
+    out = []
+    for r in range(rounds):
+        seq = frontends if r % 2 == 0 else list(reversed(frontends))
+        out.extend((r, f) for f in seq)
+    return out

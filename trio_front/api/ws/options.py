@@ -1,0 +1,75 @@
+"""Limits and counters for the WebSocket APIs, kept per :class:`ServerState`.
+
+``ServerState`` has no fields for them (yet), so they live in weak maps keyed by the state:
+``configure_websockets(state, WSOptions(send_timeout=...))`` at start-up (``trio-front run`` would pass
+``--ws-send-timeout`` here), and every socket reads ``ws_options(state)``.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import attrs
+
+from ..state import ServerState
+
+
+@attrs.frozen
+class WSOptions:
+    """What one WebSocket may cost the server.
+
+    * ``send_timeout``: a single outgoing message that stays unsent this long (the client stopped
+      reading and the TCP buffers are full) marks the socket as stuck: its responses are cancelled (engine
+      requests aborted) and its TCP connection is reset.
+    * ``max_outbox``: queued outgoing events past which the server stops *reading* the socket (the
+      client's own sends then back up). Deltas of a running response never count against it: they
+      coalesce into the last queued delta instead.
+    * ``max_conversation_items`` / ``max_conversation_chars``: the Realtime conversation held per socket.
+    * ``max_stored_responses``: Responses WebSocket mode keeps this many finished responses per socket
+      as ``previous_response_id`` targets (oldest dropped first).
+    * ``max_streams``: Responses WebSocket mode runs at most this many responses at once per socket (one
+      per ``stream_id``).
+    """
+
+    send_timeout: float = 30.0
+    max_outbox: int = 256
+    max_conversation_items: int = 4096
+    max_conversation_chars: int = 8 * 1024 * 1024
+    max_stored_responses: int = 64
+    max_streams: int = 8
+
+
+@attrs.define
+class WSStats:
+    """Counters for tests and metrics (all sockets of one server)."""
+
+    open_sockets: int = 0
+    running_responses: int = 0
+    sockets_total: int = 0
+    responses_total: int = 0
+    cancelled_total: int = 0
+    stuck_closed_total: int = 0
+    coalesced_deltas_total: int = 0
+
+
+_options: weakref.WeakKeyDictionary[ServerState, WSOptions] = weakref.WeakKeyDictionary()
+_stats: weakref.WeakKeyDictionary[ServerState, WSStats] = weakref.WeakKeyDictionary()
+
+
+def configure_websockets(state: ServerState, options: WSOptions) -> None:
+    """Set the WebSocket limits of the server that owns *state* (affects sockets opened afterwards)."""
+    _options[state] = options
+
+
+def ws_options(state: ServerState) -> WSOptions:
+    options = _options.get(state)
+    if options is None:
+        options = _options[state] = WSOptions()
+    return options
+
+
+def ws_stats(state: ServerState) -> WSStats:
+    stats = _stats.get(state)
+    if stats is None:
+        stats = _stats[state] = WSStats()
+    return stats

@@ -1,0 +1,107 @@
+"""The outgoing queue of one WebSocket: bounded for replies, coalescing for deltas.
+
+Producers never wait on the network. A response task calls :meth:`Outbox.push` (a few events per
+response) and :meth:`Outbox.push_delta` (one per chunk of text); both are synchronous, so they also work
+from a cancelled scope (the final ``response.done`` of a cancelled response). A delta whose key matches
+the *last* queued entry is appended to it instead of queued, so while the client lags its deltas merge
+into one bigger event: a response holds at most a handful of entries, whatever the client's speed, and
+the merged text is at most the response's own output. The socket's reader task calls
+:meth:`wait_writable` before it handles each client event and :meth:`put` for its replies; both wait
+while ``limit`` entries are queued, so a client that sends much and reads nothing stops being read
+(hypercorn's receive queue then fills and TCP pushes back on the client).
+
+One writer task calls :meth:`get`. :meth:`close` drops everything queued and makes every later push a
+no-op (the socket is gone).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import attrs
+import trio
+
+Event = dict[str, Any]
+
+
+@attrs.define(eq=False, slots=True)
+class _Delta:
+    key: object
+    event: Event
+    field: str
+    parts: list[str]
+
+
+class Outbox:
+    """See the module docstring. Not thread-safe; one trio loop."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.coalesced = 0  # deltas merged into a queued one (for tests and metrics)
+        self.closed = False
+        self._queue: deque[Event | _Delta] = deque()
+        self._readable = trio.lowlevel.ParkingLot()
+        self._writable = trio.lowlevel.ParkingLot()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def queued_chars(self) -> int:
+        """Characters of delta text waiting (a bound for tests: it never exceeds the responses' output)."""
+        return sum(sum(map(len, e.parts)) for e in self._queue if isinstance(e, _Delta))
+
+    # ------------------------------------------------------------------ producers
+
+    def push(self, event: Event) -> None:
+        """Queue *event* (synchronous, never blocks; dropped once closed)."""
+        if self.closed:
+            return
+        self._queue.append(event)
+        self._readable.unpark()
+
+    def push_delta(self, key: object, event: Event, field: str, text: str) -> None:
+        """Queue *event* with ``event[field] = text``, or add *text* to the last queued entry if that is
+        a delta with the same *key* (then *event* is dropped: the first one's other fields stand)."""
+        if self.closed:
+            return
+        last = self._queue[-1] if self._queue else None
+        if isinstance(last, _Delta) and last.key == key:
+            last.parts.append(text)
+            self.coalesced += 1
+            return
+        self._queue.append(_Delta(key, event, field, [text]))
+        self._readable.unpark()
+
+    async def wait_writable(self) -> None:
+        """Wait until fewer than ``limit`` entries are queued (or the outbox is closed)."""
+        while len(self._queue) >= self.limit and not self.closed:
+            await self._writable.park()
+
+    async def put(self, event: Event) -> None:
+        """:meth:`wait_writable`, then :meth:`push`."""
+        await self.wait_writable()
+        self.push(event)
+
+    # ------------------------------------------------------------------ writer
+
+    async def get(self) -> Event:
+        """The next event to send (deltas materialized); raises ``trio.EndOfChannel`` once closed."""
+        while not self._queue:
+            if self.closed:
+                raise trio.EndOfChannel
+            await self._readable.park()
+        entry = self._queue.popleft()
+        if len(self._queue) < self.limit:
+            self._writable.unpark_all()
+        if isinstance(entry, _Delta):
+            entry.event[entry.field] = entry.parts[0] if len(entry.parts) == 1 else "".join(entry.parts)
+            return entry.event
+        return entry
+
+    def close(self) -> None:
+        self.closed = True
+        self._queue.clear()
+        self._readable.unpark_all()
+        self._writable.unpark_all()

@@ -1,0 +1,205 @@
+"""One accepted WebSocket: a reader, a writer and a stuck-send watchdog in one nursery.
+
+Task structure of a socket (:func:`serve_socket`)::
+
+    socket nursery
+    ├── reader (the handler's own task)   receive() until websocket.disconnect; handles client events
+    ├── writer                            outbox → send(), one message at a time
+    ├── watchdog                          fires when one send stays blocked past ``send_timeout``
+    └── responses                         started by the protocol with Socket.start_soon, one task each
+
+Why a separate writer: hypercorn's ``send`` blocks while the client does not read (it ends in a
+shielded ``send_all``, see :mod:`.transport`), and it cannot be cancelled. So response tasks never call
+it: they push into the :class:`~.outbox.Outbox` (deltas coalesce there) and keep draining the engine.
+
+Why the reader stays in ``receive()``: hypercorn never cancels the app when the client goes away; it
+only queues ``websocket.disconnect`` (and silently drops later sends).
+
+How a socket ends:
+
+* the client closes it (or the connection breaks): the reader sees ``websocket.disconnect`` and cancels
+  the nursery; leaving each response's ``Generation`` aborts its engine request;
+* the client stops reading: once one send has been blocked for ``send_timeout`` seconds the watchdog
+  closes the outbox, cancels the nursery (aborting the engine requests at once) and resets the TCP
+  connection, which unblocks the stuck send;
+* server shutdown: hypercorn cancels the connection after its graceful timeout; the same cancellation
+  path aborts the engine requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import orjson
+import trio
+
+from ..errors import APIError
+from ..http import Receive, Scope, Send
+from ..state import ServerState
+from . import transport
+from .options import WSOptions, WSStats, ws_options, ws_stats
+from .outbox import Outbox
+
+log = logging.getLogger("trio_front.api.ws")
+
+
+class Rejected(Exception):
+    """Raised by a ``check`` to refuse the upgrade with the error's HTTP status and JSON body."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class SocketHandler(Protocol):
+    """A protocol on top of :class:`Socket` (Realtime, Responses WebSocket mode)."""
+
+    async def opened(self) -> None:
+        """Called once after the upgrade (e.g. to push ``session.created``)."""
+
+    async def message(self, data: str | bytes) -> None:
+        """One client message. Runs in the reader task: keep it short; start responses with
+        :meth:`Socket.start_soon`. It is called only while the outbox has room."""
+
+
+class Socket:
+    """What a protocol handler sees of its socket."""
+
+    def __init__(
+        self, state: ServerState, nursery: trio.Nursery, send: Send, options: WSOptions, stats: WSStats
+    ) -> None:
+        self.state = state
+        self.options = options
+        self.stats = stats
+        self.outbox = Outbox(options.max_outbox)
+        #: why the socket ended: "client closed", "stuck", "send failed"
+        self.close_reason: str | None = None
+        self._nursery = nursery
+        self._send = send
+        self._transport = transport.find_transport(send)
+        self._sending_since: float | None = None
+        self._stuck_scope = trio.CancelScope()
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run a task (a response) in the socket's nursery: it is cancelled when the socket ends."""
+        self._nursery.start_soon(fn, *args)
+
+    def push(self, event: dict[str, Any]) -> None:
+        self.outbox.push(event)
+
+    def _end(self, reason: str) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
+        self.outbox.close()
+        self._nursery.cancel_scope.cancel(reason=reason)
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _read(self, receive: Receive, handler: SocketHandler) -> None:
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                return
+            if kind != "websocket.receive":
+                continue
+            text = message.get("text")
+            data: str | bytes = text if text is not None else (message.get("bytes") or b"")
+            await self.outbox.wait_writable()
+            await handler.message(data)
+
+    async def _write(self) -> None:
+        while True:
+            try:
+                event = await self.outbox.get()
+            except trio.EndOfChannel:
+                return
+            data = orjson.dumps(event).decode()
+            self._sending_since = now = trio.current_time()
+            self._stuck_scope.deadline = now + self.options.send_timeout
+            try:
+                await self._send({"type": "websocket.send", "text": data})
+            except OSError:  # servers that follow ASGI 2.4 raise when the client is gone
+                self._end("send failed")
+                return
+            finally:
+                self._sending_since = None
+                self._stuck_scope.deadline = math.inf
+
+    async def _watch(self) -> None:
+        timeout = self.options.send_timeout
+        while True:
+            with self._stuck_scope:
+                await trio.sleep_forever()
+            since = self._sending_since
+            if since is not None and trio.current_time() - since >= timeout:
+                break
+            # The send finished just as the deadline passed: re-arm with a fresh scope.
+            self._stuck_scope = trio.CancelScope()
+            if self._sending_since is not None:
+                self._stuck_scope.deadline = self._sending_since + timeout
+        self.stats.stuck_closed_total += 1
+        log.warning("closing a WebSocket whose client has not read anything for %.1f s", timeout)
+        self._end("stuck")
+        if self._transport is not None:
+            transport.reset(self._transport)
+        else:
+            log.warning("cannot reach the TCP connection to reset it: the blocked send stays until the client "
+                        "reads or leaves (its engine requests are aborted)")  # fmt: skip
+
+
+async def serve_socket(
+    state: ServerState,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    make_handler: Callable[[Socket], SocketHandler],
+    *,
+    check: Callable[[], None] | None = None,
+) -> None:
+    """Accept the WebSocket (unless ``check()`` raises :class:`Rejected`) and serve it until it ends."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if check is not None:
+        try:
+            check()
+        except Rejected as exc:
+            await _deny(scope, send, exc.error)
+            return
+    await send({"type": "websocket.accept"})
+    stats = ws_stats(state)
+    stats.open_sockets += 1
+    stats.sockets_total += 1
+    sock: Socket | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            sock = Socket(state, nursery, send, ws_options(state), stats)
+            nursery.start_soon(sock._write)
+            nursery.start_soon(sock._watch)
+            handler = make_handler(sock)
+            await handler.opened()
+            await sock._read(receive, handler)
+            sock._end("client closed")
+    finally:
+        stats.open_sockets -= 1
+        if sock is not None:
+            sock.outbox.close()
+
+
+async def _deny(scope: Scope, send: Send, error: APIError) -> None:
+    """Refuse the upgrade: an HTTP error response where the server supports it, else a close (403)."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": error.status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": error.json()})
+    else:
+        await send({"type": "websocket.close", "code": 1008})

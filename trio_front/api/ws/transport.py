@@ -1,0 +1,58 @@
+"""Resetting the TCP connection under a WebSocket whose client stopped reading.
+
+Why this exists: hypercorn's trio worker writes every frame with ``await stream.send_all(data)`` inside
+a *shielded* cancel scope and under a per-connection lock (``hypercorn/trio/tcp_server.py``,
+``protocol_send``). When the client stops reading and the kernel's buffers are full, that call blocks
+until the client reads or the connection breaks, and no cancellation can interrupt it — not ours, not
+hypercorn's own graceful-shutdown deadline. The ASGI interface offers no way to reach the socket.
+
+So we find it: the ``send`` callable hypercorn gives a WebSocket app is ``WSStream.app_send``; the
+stream's ``send`` is the HTTP/1.1 or HTTP/2 protocol's ``stream_send``, whose ``send`` is
+``TCPServer.protocol_send``, whose owner holds the trio stream. :func:`find_transport` walks that chain
+generically (``__self__`` then ``.send``, looking for a ``.stream`` that is a trio stream) and returns
+``None`` for any other server or wrapping. :func:`reset` sets ``SO_LINGER`` to zero (the kernel drops
+the unsent data and sends RST instead of keeping an orphaned socket around for minutes) and closes the
+socket: trio's ``close`` wakes the blocked ``send_all`` with ``ClosedResourceError``, hypercorn treats
+that as a closed connection, and our writer's ``send`` returns.
+
+Over HTTP/2 this resets the whole connection (every stream on it): acceptable for a client that has
+stopped reading anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket as stdlib_socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+_MAX_HOPS = 6
+
+
+def find_transport(send: Callable[..., Any]) -> trio.SocketStream | None:
+    """The trio socket stream under hypercorn's ASGI ``send`` callable, or ``None`` if not found."""
+    obj: Any = send
+    for _ in range(_MAX_HOPS):
+        owner = getattr(obj, "__self__", None)
+        if owner is None:
+            return None
+        stream = getattr(owner, "stream", None)
+        if isinstance(stream, trio.SocketStream):
+            return stream
+        if isinstance(stream, trio.SSLStream) and isinstance(stream.transport_stream, trio.SocketStream):
+            return stream.transport_stream
+        obj = getattr(owner, "send", None)
+    return None
+
+
+def reset(stream: trio.SocketStream) -> None:
+    """Abort the TCP connection now (RST, unsent data dropped). Synchronous; idempotent."""
+    sock = stream.socket
+    if sock.fileno() == -1:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
