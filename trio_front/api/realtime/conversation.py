@@ -61,10 +61,14 @@ def parse_item(data: Any, ids: Ids, dialect: Dialect) -> Item:
         )
     role = data.get("role")
     if role not in ROLES:
-        raise EventError(f"item.role must be one of {list(ROLES)}, got {role!r}", "invalid_value", param="item.role")
+        raise EventError(
+            f"item.role must be one of {list(ROLES)}, got {role!r}", "invalid_value", param="item.role"
+        )
     content = data.get("content", [])
     if not isinstance(content, list):
-        raise EventError("item.content must be a list of content parts", "invalid_value", param="item.content")
+        raise EventError(
+            "item.content must be a list of content parts", "invalid_value", param="item.content"
+        )
     parts: list[tuple[str, str]] = []
     for part in content:
         if not isinstance(part, dict):
@@ -77,7 +81,9 @@ def parse_item(data: Any, ids: Ids, dialect: Dialect) -> Item:
                 param="item.content",
             )
         if not isinstance(text, str):
-            raise EventError("a text content part needs a string 'text'", "invalid_value", param="item.content")
+            raise EventError(
+                "a text content part needs a string 'text'", "invalid_value", param="item.content"
+            )
         if role == "assistant" and ptype == "input_text":
             ptype = dialect.assistant_text
         parts.append((ptype, text))

@@ -147,8 +147,10 @@ class Socket:
         if self._transport is not None:
             transport.reset(self._transport)
         else:
-            log.warning("cannot reach the TCP connection to reset it: the blocked send stays until the client "
-                        "reads or leaves (its engine requests are aborted)")  # fmt: skip
+            log.warning(
+                "cannot reach the TCP connection to reset it: the blocked send stays until the client "
+                "reads or leaves (its engine requests are aborted)"
+            )
 
 
 async def serve_socket(

@@ -1,0 +1,217 @@
+"""`trio-front run` with the real vLLM 0.32 CPU engine: the official `openai` SDK against it, and a
+differential test against vLLM's own `vllm serve` on the same tiny model (greedy: same text, finish
+reasons and usage)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from trio_front.engine.launch import (
+    EngineProcess,
+    full_vllm_serve_command,
+    pick_free_port,
+    wait_for_http_health,
+)
+
+from .conftest import MODEL, require_engine, start_engine
+
+pytestmark = pytest.mark.real_engine
+NAME = "tiny"
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[str, str]]:
+    """(trio-front URL, vllm serve URL), both on the tiny model, started side by side."""
+    require_engine()
+    engine_port, ours_port, theirs_port = pick_free_port(), pick_free_port(), pick_free_port()
+    ours = EngineProcess(
+        [
+            sys.executable,
+            "-m",
+            "trio_front.cli",
+            "run",
+            "--engine-addr",
+            f"tcp://127.0.0.1:{engine_port}",
+            "--model",
+            str(MODEL),
+            "--served-model-name",
+            NAME,
+            "--port",
+            str(ours_port),
+        ],
+        env=None,
+    )
+    ours.env.pop("VLLM_HOST_IP", None)
+    theirs = EngineProcess(full_vllm_serve_command(MODEL, "127.0.0.1", theirs_port, served_model_name=NAME))
+    engine = None
+    try:
+        ours.start()
+        engine = start_engine(engine_port)
+        theirs.start()
+        wait_for_http_health(f"http://127.0.0.1:{ours_port}/health", 300, process=ours)
+        wait_for_http_health(f"http://127.0.0.1:{theirs_port}/health", 300, process=theirs)
+        yield f"http://127.0.0.1:{ours_port}/v1", f"http://127.0.0.1:{theirs_port}/v1"
+    finally:
+        for proc in (ours, theirs, engine):
+            if proc is not None:
+                proc.terminate()
+        if ours.returncode not in (0, None, -15):
+            print(ours.read_log(tail=3000))
+
+
+@pytest.fixture(scope="module")
+def client(servers) -> openai.OpenAI:
+    return openai.OpenAI(base_url=servers[0], api_key="none", max_retries=0, timeout=60)
+
+
+def test_sdk_completion(client: openai.OpenAI) -> None:
+    result = client.completions.create(model=NAME, prompt="def hello(", max_tokens=8, temperature=0)
+    assert result.choices[0].finish_reason == "length"
+    assert result.usage.completion_tokens == 8 and result.usage.prompt_tokens > 1
+    assert isinstance(result.choices[0].text, str) and result.choices[0].text
+
+
+def test_sdk_completion_stream(client: openai.OpenAI) -> None:
+    pieces, finish, usage = [], None, None
+    for event in client.completions.create(
+        model=NAME,
+        prompt="import os\n",
+        max_tokens=10,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        if event.choices:
+            pieces.append(event.choices[0].text)
+            finish = event.choices[0].finish_reason or finish
+        if event.usage:
+            usage = event.usage
+    assert finish == "length" and usage.completion_tokens == 10
+    whole = client.completions.create(model=NAME, prompt="import os\n", max_tokens=10, temperature=0)
+    assert "".join(pieces) == whole.choices[0].text
+
+
+def test_sdk_chat_and_chat_stream(client: openai.OpenAI) -> None:
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi"}]
+    result = client.chat.completions.create(model=NAME, messages=messages, max_tokens=6, temperature=0)
+    assert result.choices[0].message.role == "assistant" and result.usage.completion_tokens == 6
+    text = "".join(
+        chunk.choices[0].delta.content or ""
+        for chunk in client.chat.completions.create(
+            model=NAME, messages=messages, max_tokens=6, temperature=0, stream=True
+        )
+        if chunk.choices
+    )
+    assert text == result.choices[0].message.content
+
+
+def test_sdk_errors(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=NAME, prompt="x", temperature=5)
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="other", prompt="x")
+    assert [m.id for m in client.models.list().data] == [NAME]
+
+
+DIFFERENTIAL_CASES = [
+    ("completions", {"prompt": "def hello(", "max_tokens": 16}),
+    ("completions", {"prompt": "import sys\nclass ", "max_tokens": 24, "stop": ["\n"]}),
+    ("completions", {"prompt": [1, 755, 3001, 40, 1200], "max_tokens": 12}),
+    ("completions", {"prompt": "for i in range(", "max_tokens": 20, "echo": True}),
+    (
+        "completions",
+        {"prompt": "x = ", "max_tokens": 16, "stop": [" ", "e"], "include_stop_str_in_output": True},
+    ),
+    ("completions", {"prompt": "print(", "max_tokens": 10, "skip_special_tokens": False}),
+    ("completions", {"prompt": "while True:", "max_tokens": 12, "min_tokens": 4, "stop_token_ids": [3116]}),
+    ("completions", {"prompt": ["a = 1", "b = 2"], "max_tokens": 6}),
+    ("chat", {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 16}),
+    (
+        "chat",
+        {
+            "messages": [
+                {"role": "system", "content": "sys"},
+                {"role": "user", "content": "q?"},
+                {"role": "assistant", "content": "a."},
+                {"role": "user", "content": "again"},
+            ],
+            "max_tokens": 12,
+            "stop": ["e"],
+        },
+    ),
+    (
+        "chat",
+        {
+            "messages": [{"role": "user", "content": "continue"}, {"role": "assistant", "content": "def f("}],
+            "max_tokens": 10,
+            "add_generation_prompt": False,
+            "continue_final_message": True,
+        },
+    ),
+]
+
+
+def _summary(kind: str, body: dict) -> list[tuple]:
+    out = []
+    for choice in body["choices"]:
+        text = choice["text"] if kind == "completions" else choice["message"]["content"]
+        out.append((choice["index"], text, choice["finish_reason"], choice.get("stop_reason")))
+    usage = body["usage"]
+    return [*out, (usage["prompt_tokens"], usage["completion_tokens"])]
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"), DIFFERENTIAL_CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(DIFFERENTIAL_CASES)]
+)
+def test_differential_against_vllm_serve(servers, kind: str, body: dict) -> None:
+    import httpx
+
+    path = "/completions" if kind == "completions" else "/chat/completions"
+    request = {"model": NAME, "temperature": 0, **body}
+    ours = httpx.post(servers[0] + path, json=request, timeout=60)
+    theirs = httpx.post(servers[1] + path, json=request, timeout=60)
+    assert theirs.status_code == 200, theirs.text
+    assert ours.status_code == 200, ours.text
+    assert _summary(kind, ours.json()) == _summary(kind, theirs.json())
+
+
+@pytest.mark.parametrize("kind", ["completions", "chat"])
+def test_differential_streaming(servers, kind: str) -> None:
+    import httpx
+    import orjson
+
+    path = "/completions" if kind == "completions" else "/chat/completions"
+    body = (
+        {"prompt": "def main():\n", "max_tokens": 20}
+        if kind == "completions"
+        else {"messages": [{"role": "user", "content": "stream please"}], "max_tokens": 20}
+    )
+    request = {
+        "model": NAME,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "stop": ["t"],
+        **body,
+    }
+
+    def run(url: str) -> tuple[str, str | None, dict]:
+        text, finish, usage = "", None, None
+        with httpx.stream("POST", url + path, json=request, timeout=60) as response:
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = orjson.loads(line[6:])
+                if event.get("usage"):
+                    usage = event["usage"]
+                for choice in event["choices"]:
+                    text += choice["text"] if kind == "completions" else choice["delta"].get("content") or ""
+                    finish = choice.get("finish_reason") or finish
+        return text, finish, {k: usage[k] for k in ("prompt_tokens", "completion_tokens")}
+
+    assert run(servers[0]) == run(servers[1])
