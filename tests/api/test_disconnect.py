@@ -120,7 +120,7 @@ async def test_disconnect_while_tokenizing_never_reaches_the_engine(server: Serv
     entered = trio.Event()
     original = Tokenizer.encode_async
 
-    async def slow_encode(self, text, *, add_special_tokens=True):  # noqa: ANN001
+    async def slow_encode(self, text, *, add_special_tokens=True):
         entered.set()
         await trio.sleep(5)
         return await original(self, text, add_special_tokens=add_special_tokens)

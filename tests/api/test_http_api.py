@@ -209,8 +209,9 @@ async def test_health_is_503_before_the_engine_and_after_it_dies(nursery) -> Non
     import hypercorn.trio
     import trio
 
-    from .conftest import MODEL, free_port
     from trio_front.server import FrontendConfig, build_app
+
+    from .conftest import MODEL, free_port
 
     port = free_port()
     engine_addr = f"tcp://127.0.0.1:{free_port()}"

@@ -222,7 +222,7 @@ async def test_one_message_per_client_per_step_with_all_requests() -> None:
         for i in range(2):
             fe.add(request(f"b{i}", [*PROMPT, i], client_index=1, max_tokens=4), via=1)
         with trio.fail_after(5):
-            while engine.queued_inputs < 5:  # noqa: ASYNC110 (polling observable state)
+            while engine.queued_inputs < 5:
                 await trio.sleep(0.005)
         engine.unwedge()
         for client, ids in ((0, ["a0", "a1", "a2"]), (1, ["b0", "b1"])):
@@ -244,7 +244,7 @@ async def test_max_num_seqs_keeps_extra_requests_waiting_fifo() -> None:
         for i in range(4):
             fe.add(request(f"r{i}", PROMPT, max_tokens=2))
         with trio.fail_after(5):
-            while engine.queued_inputs < 4:  # noqa: ASYNC110 (polling observable state)
+            while engine.queued_inputs < 4:
                 await trio.sleep(0.005)
         engine.unwedge()
         seen = []
@@ -421,7 +421,7 @@ async def test_die_sends_engine_core_dead() -> None:
     async with linked() as (engine, client):
         engine.die("test")
         with trio.fail_after(5):
-            while client.state is not ClientState.DEAD:  # noqa: ASYNC110 (polling observable state)
+            while client.state is not ClientState.DEAD:
                 await trio.sleep(0.01)
         assert "ENGINE_CORE_DEAD" in str(client.error)
 
@@ -437,7 +437,7 @@ async def test_wedge_is_silence_that_a_liveness_ping_detects() -> None:
             await trio.sleep(0.2)
             assert client.state is ClientState.READY
             engine.wedge()
-            while client.state is not ClientState.DEAD:  # noqa: ASYNC110 (polling observable state)
+            while client.state is not ClientState.DEAD:
                 await trio.sleep(0.02)
         assert "stopped answering" in str(client.error)
         nursery.cancel_scope.cancel()

@@ -12,7 +12,6 @@ Commands:
 import json
 import sys
 
-import msgspec
 import numpy as np
 from vllm.sampling_params import SamplingParams
 from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs, EngineCoreRequest, FinishReason

@@ -4,7 +4,6 @@ reasons and usage)."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 

@@ -89,6 +89,6 @@ async def test_cancel_during_long_encode_returns_promptly(tokenizer: Tokenizer) 
     backend.release.set()
     with trio.fail_after(5):
         # Polling: the limiter offers no event for "a token came back" (and may have spare tokens).
-        while tokenizer_module.TOKENIZE_LIMITER.borrowed_tokens:  # noqa: ASYNC110
+        while tokenizer_module.TOKENIZE_LIMITER.borrowed_tokens:
             await trio.sleep(0.01)
     assert backend.finished.is_set()
