@@ -295,6 +295,11 @@ async def run_slow(spec: LoadSpec, model: str, watch: Watch) -> dict[str, Any]:
     eof = 0
     opened = 0
     samples: list[dict[str, Any]] = []
+    if spec.warmup_requests:  # short requests first, so lazy start-up allocations are not counted
+        wspec = LoadSpec(**{**asdict(spec), "max_tokens": 16})
+        wp, wx = make_payloads(wspec, model, spec.warmup_requests, spec.seed + 10_000, spec.tag + "w")
+        await run_requests(spec, wp, [Rec(x) for x in wx], min(32, len(wp)))
+        await trio.sleep(1.0)
     pid_cache = watch.pids()
     t0 = time.monotonic()
 

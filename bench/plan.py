@@ -2,8 +2,11 @@
 
 Each :class:`Workload` becomes one load-generator process against a running (frontend, engine) pair.
 W1/W2 run on both engines; W3–W5 stress only the frontend and need the mock engine (W3 its event log,
-W5 its ``max_num_seqs=1`` queue), so they run on the mock only. W5 needs its own engine flags, so it
-gets its own pairs (see ``W5_ENGINE``).
+W5 its ``max_num_seqs=1`` queue), so they run on the mock only.
+
+Workloads run in pair *groups*, each group on its own fresh pairs: ``main`` (W1, W2, W3), ``mem`` (W4:
+memory is measured from a fresh process, not on top of the high-water mark W2 left), ``idle`` (W5, with
+the engine flags in ``W5_ENGINE``).
 """
 
 from __future__ import annotations
@@ -27,10 +30,14 @@ class Workload:
     spec: dict[str, Any] = field(default_factory=dict)
     engines: tuple[str, ...] = ("mock", "real")
     grace_s: float = 0.0  # wait after the load before reading the engine log (W3)
+    group: str = "main"  # main | mem | idle: which fresh pairs run it
+
+
+GROUPS = ("main", "mem", "idle")
 
 
 def workloads(engine: str, quick: bool) -> list[Workload]:
-    """Every workload for *engine* (``mock`` or ``real``) in run order; W5 comes last, on its own pairs."""
+    """Every workload for *engine* (``mock`` or ``real``) in run order."""
     q = quick
     w1_n = (128 if q else 400) if engine == "real" else (2000 if q else 8000)
     out = [
@@ -59,23 +66,24 @@ def workloads(engine: str, quick: bool) -> list[Workload]:
         Workload(
             "W4", "W4", "slow consumers: 100 streams of 2000 tokens read at 8 bytes/s (SO_RCVBUF 4 KiB)",
             {"kind": "slow", "prompt_len": 32, "max_tokens": 2000, "concurrency": 100,
-             "duration_s": 20.0 if q else 60.0, "read_bytes": 4, "read_interval_s": 0.5, "seed": 41},
-            engines=("mock",),
+             "duration_s": 20.0 if q else 60.0, "read_bytes": 4, "read_interval_s": 0.5, "seed": 41,
+             "warmup_requests": 32},
+            engines=("mock",), group="mem",
         ),
         Workload(
             "W5", "W5", "idle streams: RSS per open stream queued behind one blocker (max_num_seqs=1)",
             {"kind": "idle", "prompt_len": 32, "max_tokens": 16,
              "levels": [64, 128, 256] if q else [128, 256, 512, 1024], "blocker_max_tokens": 2000,
              "seed": 51},
-            engines=("mock",),
+            engines=("mock",), group="idle",
         ),
     ]  # fmt: skip
     return [w for w in out if engine in w.engines]
 
 
-def engine_config(engine: str, w5: bool = False) -> EngineConfig:
-    """The engine flags of a pair (W5 pairs use :data:`W5_ENGINE`)."""
-    if w5:
+def engine_config(engine: str, group: str = "main") -> EngineConfig:
+    """The engine flags of a pair (``idle`` pairs use :data:`W5_ENGINE`)."""
+    if group == "idle":
         return EngineConfig(kind=engine, **W5_ENGINE)  # type: ignore[arg-type]
     return EngineConfig(kind=engine, max_num_seqs=MAX_NUM_SEQS)
 

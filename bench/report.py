@@ -390,7 +390,7 @@ def generate(paths: list[Path], out: Path | None = None) -> Path:
     runs, slots = load(paths)
     name = paths[0].stem if len(paths) == 1 else "combined"
     out = out or paths[0].with_name(f"{name}.md")
-    pngs = plots(slots, RESULTS / "plots" / out.stem)
+    pngs = plots(slots, out.parent / "plots" / out.stem)
     lines = [f"# Benchmark report: {', '.join(p.name for p in paths)}", ""]
     for r in runs:
         lines.append(
@@ -406,7 +406,7 @@ def generate(paths: list[Path], out: Path | None = None) -> Path:
     )
     lines.append("|---|---|---|---|---|---|---|")
     for s in slots:
-        tag = " (W5 pair)" if s.get("w5_pair") else ""
+        tag = f" ({s['group']})" if s.get("group", "main") != "main" else ""
         la = "/".join(f"{x:.1f}" for x in s.get("loadavg_before", []))
         rss = f"{s.get('front_rss_mb_ready', '–')} / {s.get('front_rss_mb_end', '–')}"
         lines.append(

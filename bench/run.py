@@ -89,19 +89,19 @@ def derive(res: dict[str, Any], wl: plan.Workload, pair: peers.Pair) -> None:
 
 
 def run_pair(
-    frontend: str, engine: str, rnd: int, wls: list[plan.Workload], raw_dir: Path, w5: bool
+    frontend: str, engine: str, rnd: int, wls: list[plan.Workload], raw_dir: Path, group: str
 ) -> dict[str, Any]:
     """Start a fresh pair, run *wls* on it, stop it; the slot's result dict."""
-    name = f"{engine}-{frontend}-r{rnd}" + ("-w5" if w5 else "")
+    name = f"{engine}-{frontend}-{group}-r{rnd}"
     slot: dict[str, Any] = {
         "engine": engine,
         "frontend": frontend,
         "round": rnd,
-        "w5_pair": w5,
+        "group": group,
         "loadavg_before": os.getloadavg(),
         "workloads": {},
     }
-    cfg = plan.engine_config(engine, w5)
+    cfg = plan.engine_config(engine, group)
     slot["engine_config"] = cfg.describe()
     pair = peers.Pair(frontend, cfg, raw_dir / name)
     log(f"start {name}")
@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer requests, one round: a smoke run of minutes")
     ap.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 2, --quick 1)")
     ap.add_argument("--tag", default="", help="suffix for the results file name")
+    ap.add_argument(
+        "--results-dir", type=Path, default=RESULTS, help="where results go (default bench/results)"
+    )
     args = ap.parse_args(argv)
     engines = [e for e in args.engines.split(",") if e]
     frontends = [f for f in args.frontends.split(",") if f]
@@ -164,11 +167,12 @@ def main(argv: list[str] | None = None) -> int:
 
     peers.raise_nofile_limit()
     stamp = time.strftime("%Y%m%d-%H%M%S") + (f"-{args.tag}" if args.tag else "")
-    raw_dir = RESULTS / "raw" / stamp
+    results_dir: Path = args.results_dir.resolve()
+    raw_dir = results_dir / "raw" / stamp
     raw_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "run": stamp,
-        "args": vars(args),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "machine": {
             "cpus": os.cpu_count(),
             "kernel": platform.release(),
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "unavailable": {},
         "slots": [],
     }
-    out_path = RESULTS / f"run-{stamp}.json"
+    out_path = results_dir / f"run-{stamp}.json"
     available = []
     for f in frontends:
         why = peers.frontend_unavailable(f)
@@ -189,13 +193,13 @@ def main(argv: list[str] | None = None) -> int:
             available.append(f)
     for engine in engines:
         wls = [w for w in plan.workloads(engine, args.quick) if w.family in families]
-        main_wls, w5_wls = [w for w in wls if w.family != "W5"], [w for w in wls if w.family == "W5"]
         result.setdefault("workloads", {})[engine] = {w.key: {"title": w.title, **w.spec} for w in wls}
-        for batch, w5 in ((main_wls, False), (w5_wls, True)):
+        for group in plan.GROUPS:
+            batch = [w for w in wls if w.group == group]
             if not batch:
                 continue
             for rnd, frontend in plan.slot_order(available, rounds):
-                result["slots"].append(run_pair(frontend, engine, rnd, batch, raw_dir, w5))
+                result["slots"].append(run_pair(frontend, engine, rnd, batch, raw_dir, group))
                 out_path.write_text(json.dumps(result, indent=1))
                 time.sleep(2.0)
     out_path.write_text(json.dumps(result, indent=1))

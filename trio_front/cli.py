@@ -134,8 +134,31 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
         "--engine-addr", required=True, help="handshake address to bind: tcp://HOST:PORT or ipc://PATH"
     )
     p.add_argument("--model", required=True, help="the model directory (tokenizer, configs, chat template)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API-server processes sharing the port (SO_REUSEPORT), each with its own engine "
+        "socket pair, like vLLM's --api-server-count (default 1)",
+    )
     _add_frontend_options(p)
     p.set_defaults(handler=_run_frontend)
+
+
+def _add_worker_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("worker", help=argparse.SUPPRESS)  # started by `run --workers N`
+    p.add_argument("--config-json", required=True)
+    p.set_defaults(handler=_run_worker)
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    import trio
+
+    from .server import serve_frontend
+    from .workers import load_config
+
+    trio.run(serve_frontend, load_config(args.config_json))
+    return 0
 
 
 def _add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -181,7 +204,12 @@ def _run_frontend(args: argparse.Namespace) -> int:
 
     from .server import serve_frontend
 
-    trio.run(serve_frontend, _frontend_config(args, args.engine_addr, args.model))
+    config = _frontend_config(args, args.engine_addr, args.model)
+    if args.workers > 1:
+        from .workers import run_supervisor
+
+        return trio.run(run_supervisor, config, args.workers)
+    trio.run(serve_frontend, config)
     return 0
 
 
@@ -211,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(subparsers)
     _add_serve_parser(subparsers)
     _add_mock_engine_parser(subparsers)
+    _add_worker_parser(subparsers)
     return parser
 
 

@@ -12,8 +12,10 @@ Task tree of a running server (nothing outlives :func:`serve_frontend`'s nursery
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+import socket
 import time
 from functools import partial
 from pathlib import Path
@@ -48,14 +50,27 @@ class FrontendConfig:
     ping_interval: float = 5.0
     ping_timeout: float = 30.0
     chat_template: str | None = None
+    #: Multi-process scale-out (``workers.py``): this process's client index, whether it owns the
+    #: handshake, whether it shares the HTTP port (SO_REUSEPORT) and reports its engine sockets on stdout.
+    client_index: int = 0
+    owns_handshake: bool = True
+    reuse_port: bool = False
+    report_pair: bool = False
+    bind_host: str | None = None
 
 
 def build_app(config: FrontendConfig) -> App:
     tokenizer = Tokenizer.from_pretrained(config.model)
     renderer = ChatRenderer(tokenizer, default_template=_read_template(config.chat_template))
+    if config.owns_handshake:
+        link = LinkConfig(config.engine_addr)
+    else:  # another process owns the handshake; bind our own pair on the engine-facing host
+        host = config.bind_host or "127.0.0.1"
+        link = LinkConfig(None, input_addr=f"tcp://{host}:0", output_addr=f"tcp://{host}:0")
     engine = EngineClient(
-        LinkConfig(
-            config.engine_addr,
+        attrs.evolve(
+            link,
+            client_index=config.client_index,
             ping_interval=config.ping_interval,
             ping_timeout=config.ping_timeout,
             allow_version_mismatch=config.allow_version_mismatch,
@@ -70,6 +85,15 @@ def build_app(config: FrontendConfig) -> App:
         keep_alive_interval=config.keep_alive_interval,
     )
     return App(state)
+
+
+def _shared_bind(host: str, port: int) -> str:
+    """A listening socket several worker processes bind together (the kernel balances connections)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return f"fd://{sock.detach()}"
 
 
 def _read_template(value: str | None) -> str | None:
@@ -87,7 +111,8 @@ async def serve_frontend(
     """Serve until SIGINT/SIGTERM (or the supervised engine exits); ``started`` gets the bound URLs."""
     app = build_app(config)
     hconfig = hypercorn.config.Config()
-    hconfig.bind = [f"{config.host}:{config.port}"]
+    bind = f"{config.host}:{config.port}"
+    hconfig.bind = [_shared_bind(config.host, config.port) if config.reuse_port else bind]
     hconfig.graceful_timeout = config.graceful_timeout
     hconfig.backlog = 2048
     hconfig.keep_alive_timeout = 75
@@ -108,6 +133,9 @@ async def serve_frontend(
             if supervise is not None:
                 helpers.start_soon(supervise.run, app.engine, shutdown)
             helpers.start_soon(_report_ready, app.engine, binds)
+            if config.report_pair:  # tell the supervisor where the engine must connect (workers.py)
+                in_addr, out_addr = app.engine.bound_pair or ("", "")
+                print(json.dumps({"input": in_addr, "output": out_addr}), flush=True)
             task_status.started(binds)
             await stop.wait()
             helpers.cancel_scope.cancel(reason="server shutdown")

@@ -47,13 +47,14 @@ class App:
         self._shutdown = trio.Event()
 
     def _register_optional_routes(self) -> None:
-        try:  # the WebSocket/Responses APIs live in their own modules
+        try:  # TEMPORARY while the WebSocket/Responses modules are being written
             from . import realtime, responses
-        except ImportError:  # pragma: no cover - during development of those modules
+
+            self.post_routes["/v1/responses"] = responses.handle_post
+            self.ws_routes["/v1/responses"] = responses.handle_websocket
+            self.ws_routes["/v1/realtime"] = realtime.handle_websocket
+        except (ImportError, AttributeError):
             return
-        self.post_routes["/v1/responses"] = responses.handle_post
-        self.ws_routes["/v1/responses"] = responses.handle_websocket
-        self.ws_routes["/v1/realtime"] = realtime.handle_websocket
 
     @property
     def engine(self) -> EngineClient:

@@ -17,6 +17,7 @@ Refused with a 400 that names the field: ``tools`` (non-empty), ``tool_choice`` 
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
@@ -64,6 +65,10 @@ class Plan:
     messages: list[dict[str, str]]
     generation: Generation | None  # None when generate is false
     created_at: int = attrs.field(factory=lambda: int(time.time()))
+
+
+def new_response_id() -> str:
+    return f"resp_{secrets.token_hex(24)}"
 
 
 def input_messages(value: Any) -> list[dict[str, str]]:
@@ -170,7 +175,9 @@ async def plan(
             max_tokens=req.max_output_tokens,
             truncate=req.truncation == "auto",
         )
-        params, text_params = build_params(req, limits=state.limits, max_tokens=prompt.max_tokens, stream=True)
+        params, text_params = build_params(
+            req, limits=state.limits, max_tokens=prompt.max_tokens, stream=True
+        )
     except APIError as exc:
         if exc.param == "max_tokens":
             exc.param = "max_output_tokens"

@@ -92,7 +92,9 @@ def response_object(
 
 
 def message_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
-    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+    content = (
+        [] if text is None else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+    )
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
 
 
@@ -120,7 +122,11 @@ async def run_response(plan: Plan, emit: Emitter) -> Outcome:
     await emit.event({"type": "response.created", "response": response_object(plan, "in_progress")})
     await emit.event({"type": "response.in_progress", "response": response_object(plan, "in_progress")})
     await emit.event(
-        {"type": "response.output_item.added", "output_index": 0, "item": message_item(item_id, None, "in_progress")}
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": message_item(item_id, None, "in_progress"),
+        }
     )
     await emit.event(
         {
@@ -132,7 +138,9 @@ async def run_response(plan: Plan, emit: Emitter) -> Outcome:
 
     async def on_chunk(_index: int, _gen: Generation, chunk: Chunk) -> None:
         if chunk.text:
-            await emit.delta(item_id, {"type": "response.output_text.delta", **base, "logprobs": []}, chunk.text)
+            await emit.delta(
+                item_id, {"type": "response.output_text.delta", **base, "logprobs": []}, chunk.text
+            )
 
     error: dict[str, Any] | None = None
     try:

@@ -61,18 +61,20 @@ class Outbox:
         self._queue.append(event)
         self._readable.unpark()
 
-    def push_delta(self, key: object, event: Event, field: str, text: str) -> None:
+    def push_delta(self, key: object, event: Event, field: str, text: str) -> bool:
         """Queue *event* with ``event[field] = text``, or add *text* to the last queued entry if that is
-        a delta with the same *key* (then *event* is dropped: the first one's other fields stand)."""
+        a delta with the same *key* (then *event* is dropped: the first one's other fields stand).
+        Returns whether it merged."""
         if self.closed:
-            return
+            return True
         last = self._queue[-1] if self._queue else None
         if isinstance(last, _Delta) and last.key == key:
             last.parts.append(text)
             self.coalesced += 1
-            return
+            return True
         self._queue.append(_Delta(key, event, field, [text]))
         self._readable.unpark()
+        return False
 
     async def wait_writable(self) -> None:
         """Wait until fewer than ``limit`` entries are queued (or the outbox is closed)."""

@@ -189,6 +189,7 @@ async def serve_socket(
     finally:
         stats.open_sockets -= 1
         if sock is not None:
+            stats.coalesced_deltas_total += sock.outbox.coalesced
             sock.outbox.close()
 
 
