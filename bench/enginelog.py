@@ -35,16 +35,26 @@ def window_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
     counts: dict[str, int] = {}
     finishes: dict[str, int] = {}
     notes: dict[str, int] = {}
+    tokens = 0
     for ev in events:
         name = ev.get("event", "?")
         counts[name] = counts.get(name, 0) + 1
+        if name in ("finish", "abort"):
+            tokens += int(ev.get("tokens") or 0)
         if name == "finish":
             reason = str(ev.get("reason")).rsplit(".", 1)[-1].lower()
             finishes[reason] = finishes.get(reason, 0) + 1
         elif name in ("hazard", "warning", "dead"):
             key = f"{name}:{ev.get('kind') or ev.get('reason')}"
             notes[key] = notes.get(key, 0) + 1
-    return {"events": counts, "finish_reasons": finishes, "hazards_warnings": notes}
+    ends = counts.get("finish", 0) + counts.get("abort", 0)
+    return {
+        "events": counts,
+        "finish_reasons": finishes,
+        "hazards_warnings": notes,
+        "tokens_generated": tokens,  # by requests that finished or were aborted in the window
+        "tokens_per_ended_request": round(tokens / ends, 1) if ends else None,
+    }
 
 
 def _prefixes(rid: str) -> Iterator[str]:

@@ -351,14 +351,17 @@ async def run_slow(spec: LoadSpec, model: str, watch: Watch) -> dict[str, Any]:
     for name in pid_cache:
         hold = [s["rss_mb"][name] for s in samples if s["phase"] == "hold"]
         closed = [s["rss_mb"][name] for s in samples if s["phase"] == "closed"]
-        half = hold[len(hold) // 2 :]
-        sl = stats.slope(list(range(len(half))), half) if len(half) > 1 else None
+        last = hold[len(hold) * 2 // 3 :]
+        sl = stats.slope(list(range(len(last))), last) if len(last) > 1 else None
+        growth = (max(hold) - hold[0]) if hold else None
         res[name] = {
             "rss_mb_start": hold[0] if hold else None,
             "rss_mb_peak": max(hold) if hold else None,
             "rss_mb_end_hold": hold[-1] if hold else None,
             "rss_mb_after_close": closed[-1] if closed else None,
-            "rss_mb_per_s_second_half": round(sl / spec.sample_interval_s, 3) if sl is not None else None,
+            "growth_mb": round(growth, 2) if growth is not None else None,
+            "growth_kib_per_stream": round(growth * 1024 / max(1, opened), 1) if growth is not None else None,
+            "rss_mb_per_s_last_third": round(sl / spec.sample_interval_s, 3) if sl is not None else None,
         }
     return res
 

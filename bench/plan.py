@@ -64,8 +64,8 @@ def workloads(engine: str, quick: bool) -> list[Workload]:
             engines=("mock",), grace_s=3.0,
         ),
         Workload(
-            "W4", "W4", "slow consumers: 100 streams of 2000 tokens read at 8 bytes/s (SO_RCVBUF 4 KiB)",
-            {"kind": "slow", "prompt_len": 32, "max_tokens": 2000, "concurrency": 100,
+            "W4", "W4", "slow consumers: 100 streams read at 8 B/s (SO_RCVBUF 4 KiB), held past generation",
+            {"kind": "slow", "prompt_len": 32, "max_tokens": 1000 if q else 2000, "concurrency": 100,
              "duration_s": 20.0 if q else 60.0, "read_bytes": 4, "read_interval_s": 0.5, "seed": 41,
              "warmup_requests": 32},
             engines=("mock",), group="mem",

@@ -37,13 +37,6 @@ def _g(*path: str) -> Getter:
     return get
 
 
-def _w4_growth(res: dict[str, Any]) -> float | None:
-    f = res.get("front") or {}
-    if f.get("rss_mb_peak") is None or f.get("rss_mb_start") is None:
-        return None
-    return f["rss_mb_peak"] - f["rss_mb_start"]
-
-
 def _w5_kb(res: dict[str, Any]) -> float | None:
     v = (res.get("front") or {}).get("rss_bytes_per_stream")
     return None if v is None else v / 1024.0
@@ -62,6 +55,7 @@ METRICS: dict[str, list[tuple[str, Getter, bool]]] = {
         ("front CPU ms/req", _g("front_cpu_ms_per_req"), True),
         ("front RSS MB", _rss_after, True),
         ("client CPU ms/req", _g("client_cpu_ms_per_req"), True),
+        ("other procs CPU s", _g("other_cpu_s"), True),
         ("failed", _g("failed"), True),
     ],
     "W2": [
@@ -76,6 +70,7 @@ METRICS: dict[str, list[tuple[str, Getter, bool]]] = {
         ("front CPU µs/token", _g("front_cpu_us_per_token"), True),
         ("front RSS MB", _rss_after, True),
         ("client CPU ms/req", _g("client_cpu_ms_per_req"), True),
+        ("other procs CPU s", _g("other_cpu_s"), True),
         ("failed", _g("failed"), True),
     ],
     "W3": [
@@ -91,9 +86,11 @@ METRICS: dict[str, list[tuple[str, Getter, bool]]] = {
     "W4": [
         ("front RSS start MB", _g("front", "rss_mb_start"), True),
         ("front RSS peak MB", _g("front", "rss_mb_peak"), True),
-        ("growth MB", _w4_growth, True),
-        ("RSS MB/s (2nd half)", _g("front", "rss_mb_per_s_second_half"), True),
+        ("growth MB", _g("front", "growth_mb"), True),
+        ("growth KiB/stream", _g("front", "growth_kib_per_stream"), True),
+        ("RSS MB/s, last third", _g("front", "rss_mb_per_s_last_third"), True),
         ("after close MB", _g("front", "rss_mb_after_close"), True),
+        ("engine tokens/stream", _g("engine_events", "tokens_per_ended_request"), False),
         ("front CPU s", _g("measure", "trees", "front", "cpu_s"), True),
     ],
     "W5": [
@@ -175,7 +172,7 @@ def tables(slots: list[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     engines = sorted({k[0] for k in c}, key=lambda e: (e != "mock", e))
     for engine in engines:
-        keys = sorted({k[1] for k in c if k[0] == engine}, key=lambda k: (k[:2], len(k), k))
+        keys = sorted({k[1] for k in c if k[0] == engine}, key=lambda k: _order((engine, k)))
         for key in keys:
             fronts = [f for f in FRONT_ORDER if (engine, key, f) in c]
             rounds = max(len(c[(engine, key, f)]) for f in fronts)
@@ -250,14 +247,14 @@ def targets(slots: list[dict[str, Any]]) -> list[str]:
                 "met" if ok else "NOT met",
             )
         )
-    w4 = m("mock", "W4", SUBJECT, _g("front", "rss_mb_per_s_second_half"))
+    w4 = m("mock", "W4", SUBJECT, _g("front", "rss_mb_per_s_last_third"))
     if w4 is None:
         rows.append(("mock W4: memory bounded", "–", "no data"))
     else:
-        growth = m("mock", "W4", SUBJECT, _w4_growth)
+        growth = m("mock", "W4", SUBJECT, _g("front", "growth_mb"))
         rows.append(
             (
-                "mock W4: memory bounded (flat 2nd half)",
+                "mock W4: memory bounded (flat after generation)",
                 f"{w4:+.3f} MB/s, peak +{growth or 0:.1f} MB",
                 "met" if w4 <= 0.05 else "NOT met",
             )
@@ -291,7 +288,7 @@ def plots(slots: list[dict[str, Any]], prefix: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-    ttft_keys = sorted({(e, k) for e, k, _ in c if family(k) in ("W1", "W2")})
+    ttft_keys = sorted({(e, k) for e, k, _ in c if family(k) in ("W1", "W2")}, key=_order)
     if ttft_keys:
         fig, axes = plt.subplots(1, len(ttft_keys), figsize=(4.2 * len(ttft_keys), 3.6), squeeze=False)
         for ax, (engine, key) in zip(axes[0], ttft_keys, strict=True):
@@ -302,12 +299,12 @@ def plots(slots: list[dict[str, Any]], prefix: Path) -> list[Path]:
                         ys = [(j + 1) / len(xs) for j in range(len(xs))]
                         ax.plot(xs, ys, label=front if i == 0 else None, color=_color(front), alpha=0.8)
             ax.set_title(f"TTFT CDF — {engine} {key}", fontsize=9)
-            ax.set_xscale("log")
+            _log_x(ax)
             ax.set_xlabel("TTFT ms (log)")
             ax.legend(fontsize=7)
         save(fig, "ttft-cdf")
 
-    cpu_keys = sorted({(e, k) for e, k, _ in c if family(k) in ("W1", "W2", "W3")})
+    cpu_keys = sorted({(e, k) for e, k, _ in c if family(k) in ("W1", "W2", "W3")}, key=_order)
     if cpu_keys:
         fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cpu_keys)), 3.8))
         width = 0.8 / len(FRONT_ORDER)
@@ -340,7 +337,7 @@ def plots(slots: list[dict[str, Any]], prefix: Path) -> list[Path]:
                     ys = [(j + 1) / len(xs) for j in range(len(xs))]
                     ax.plot(xs, ys, label=front if i == 0 else None, color=_color(front))
         ax.axvline(5.0, ls="--", color="grey", lw=0.8)
-        ax.set_xscale("log")
+        _log_x(ax)
         ax.set_xlabel("client close → engine ABORT receipt, ms (log)")
         ax.set_title("W3 abort latency CDF (mock engine)", fontsize=9)
         ax.legend(fontsize=8)
@@ -351,12 +348,15 @@ def plots(slots: list[dict[str, Any]], prefix: Path) -> list[Path]:
         for front in FRONT_ORDER:
             for i, res in enumerate(c.get(("mock", "W4", front), [])):
                 s = res.get("samples") or []
+                if not s:
+                    continue
+                base = s[0]["rss_mb"].get("front") or 0.0
                 ax.plot(
-                    [x["t"] for x in s], [x["rss_mb"].get("front") for x in s],
+                    [x["t"] for x in s], [(x["rss_mb"].get("front") or 0.0) - base for x in s],
                     label=front if i == 0 else None, color=_color(front),
                 )  # fmt: skip
-        ax.set_xlabel("s since the slow streams opened")
-        ax.set_ylabel("frontend RSS MB")
+        ax.set_xlabel("s since the slow streams opened (closed at the end of the hold)")
+        ax.set_ylabel("frontend RSS growth MB")
         ax.set_title("W4 slow consumers: frontend memory over time", fontsize=9)
         ax.legend(fontsize=8)
         save(fig, "w4-memory")
@@ -366,16 +366,31 @@ def plots(slots: list[dict[str, Any]], prefix: Path) -> list[Path]:
         for front in FRONT_ORDER:
             for i, res in enumerate(c.get(("mock", "W5", front), [])):
                 lv = res.get("levels") or []
+                if not lv:
+                    continue
+                base = lv[0]["rss_mb"].get("front") or 0.0
                 ax.plot(
-                    [x["streams"] for x in lv], [x["rss_mb"].get("front") for x in lv], marker="o",
-                    label=front if i == 0 else None, color=_color(front),
+                    [x["streams"] for x in lv], [(x["rss_mb"].get("front") or 0.0) - base for x in lv],
+                    marker="o", label=front if i == 0 else None, color=_color(front),
                 )  # fmt: skip
         ax.set_xlabel("idle open streams")
-        ax.set_ylabel("frontend RSS MB")
+        ax.set_ylabel("frontend RSS growth MB")
         ax.set_title("W5 idle streams: frontend RSS", fontsize=9)
         ax.legend(fontsize=8)
         save(fig, "w5-rss")
     return written
+
+
+def _order(ek: tuple[str, str]) -> tuple[bool, str, int, str]:
+    engine, key = ek
+    return (engine != "mock", key[:2], len(key), key)
+
+
+def _log_x(ax: Any) -> None:
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _color(front: str) -> str:
@@ -402,22 +417,23 @@ def generate(paths: list[Path], out: Path | None = None) -> Path:
     lines.append("## Pairs")
     lines.append("")
     lines.append(
-        "| engine | frontend | round | status | start→ready s | front RSS ready / end MB | loadavg before |"
+        "| engine | frontend | round | status | start→ready s | front RSS ready / end MB "
+        "| front idle CPU ms/s | loadavg before |"
     )
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for s in slots:
         tag = f" ({s['group']})" if s.get("group", "main") != "main" else ""
         la = "/".join(f"{x:.1f}" for x in s.get("loadavg_before", []))
         rss = f"{s.get('front_rss_mb_ready', '–')} / {s.get('front_rss_mb_end', '–')}"
         lines.append(
             f"| {s['engine']}{tag} | {s['frontend']} | {s['round']} | {s.get('status')} "
-            f"| {s.get('startup_s', '–')} | {rss} | {la} |"
+            f"| {s.get('startup_s', '–')} | {rss} | {s.get('front_idle_cpu_ms_per_s', '–')} | {la} |"
         )
         if s.get("status") != "ok":
-            lines.append(f"|  | error: {str(s.get('error', ''))[:300]!r} ||||||")
+            lines.append(f"|  | error: {str(s.get('error', ''))[:300]!r} |||||||")
         for key, res in s.get("workloads", {}).items():
             if "error" in res:
-                lines.append(f"|  | {key} error: {str(res['error'])[:300]!r} ||||||")
+                lines.append(f"|  | {key} error: {str(res['error'])[:300]!r} |||||||")
     lines += ["", "## Targets (reported, not asserted)", "", *targets(slots), "", "## Figures", ""]
     lines += [
         "Mean over rounds, [min–max] with more than one round; ratio columns divide the means. CPU is the "

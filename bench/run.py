@@ -36,6 +36,14 @@ def rss_mb(pid: int) -> float:
     return round(procstat.rss_bytes(procstat.tree_pids(pid)) / 2**20, 1)
 
 
+def idle_cpu(pid: int, seconds: float = 3.0) -> float:
+    """CPU ms per second that *pid*'s tree burns while no request is in flight."""
+    a = procstat.snapshot(pid, with_rss=False)
+    time.sleep(seconds)
+    b = procstat.snapshot(pid, with_rss=False)
+    return round(b.cpu_since(a) * 1000.0 / (b.t - a.t), 2)
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -66,6 +74,9 @@ def derive(res: dict[str, Any], wl: plan.Workload, pair: peers.Pair) -> None:
     """Add per-request CPU figures and (mock) the engine's view of the phase; drop bulky raw lists."""
     m = res.get("measure", {})
     trees = m.get("trees", {})
+    if "machine_busy_s" in m:  # CPU other processes on the machine used during the phase (noise)
+        ours = sum(t["cpu_s"] for t in trees.values()) + m.get("client_cpu_s", 0.0)
+        res["other_cpu_s"] = round(max(0.0, m["machine_busy_s"] - ours), 2)
     ok = res.get("ok") or res.get("closed_by_client") or 0
     if wl.family in ("W1", "W2", "W3") and ok:
         for name in ("front", "engine"):
@@ -119,6 +130,7 @@ def run_pair(
         slot["startup_s"] = pair.startup_s
         slot["startup"] = pair.timings
         slot["front_rss_mb_ready"] = rss_mb(pair.front.pid)  # type: ignore[union-attr]
+        slot["front_idle_cpu_ms_per_s"] = idle_cpu(pair.front.pid)  # type: ignore[union-attr]
         for wl in wls:
             spec = {**wl.spec, "port": pair.http_port, "model": pair.model_id, "watch": pair.pids()}
             timeout = 1800.0

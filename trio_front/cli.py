@@ -103,6 +103,13 @@ def _add_frontend_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="send SSE/WebSocket keep-alives after this many idle seconds (default off)",
     )
+    p.add_argument(
+        "--ws-send-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a WebSocket whose client leaves a message unread this long, aborting its requests",
+    )
     p.add_argument("--graceful-timeout", type=float, default=5.0, help="seconds to drain on shutdown")
     p.add_argument("--chat-template", help="a chat template (file path, name, or Jinja source)")
     p.add_argument(
@@ -191,6 +198,7 @@ def _frontend_config(args: argparse.Namespace, engine_addr: str, model: str) -> 
         host=args.host,
         port=args.port,
         keep_alive_interval=args.keep_alive_interval,
+        ws_send_timeout=args.ws_send_timeout,
         graceful_timeout=args.graceful_timeout,
         allow_version_mismatch=args.allow_engine_version_mismatch,
         ping_interval=args.ping_interval,

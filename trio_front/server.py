@@ -27,6 +27,7 @@ import trio
 
 from trio_front.api.app import App
 from trio_front.api.state import ServerState
+from trio_front.api.ws import WSOptions
 from trio_front.engine.client import ClientState, EngineClient, LinkConfig
 from trio_front.text.chat import ChatRenderer
 from trio_front.text.tokenizer import Tokenizer
@@ -45,6 +46,8 @@ class FrontendConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     keep_alive_interval: float | None = None
+    #: a WebSocket whose client leaves one message unread this long is closed (its requests aborted)
+    ws_send_timeout: float = 30.0
     graceful_timeout: float = 5.0
     allow_version_mismatch: bool = False
     ping_interval: float = 5.0
@@ -83,6 +86,7 @@ def build_app(config: FrontendConfig) -> App:
         served_model_name=config.served_model_name or config.model.name,
         model_path=str(config.model),
         keep_alive_interval=config.keep_alive_interval,
+        ws_options=WSOptions(send_timeout=config.ws_send_timeout),
     )
     return App(state)
 
@@ -117,6 +121,8 @@ async def serve_frontend(
     hconfig.backlog = 2048
     hconfig.keep_alive_timeout = 75
     hconfig.accesslog = None
+    # WebSocket keep-alives are protocol pings, sent by hypercorn; SSE ones are comments (streaming.py).
+    hconfig.websocket_ping_interval = config.keep_alive_interval
     stop = trio.Event()
 
     def shutdown(reason: str) -> None:

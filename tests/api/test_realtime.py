@@ -78,7 +78,8 @@ def sdk_session(server: WSServer) -> dict[str, Any]:
 
 
 async def test_sdk_streams_cancels_and_streams_again() -> None:
-    async with running_server() as server:
+    # hypercorn's WebSocket pings on (what keeps proxies from cutting idle sockets): the SDK answers them
+    async with running_server(ping_interval=0.05) as server:
         out = await trio.to_thread.run_sync(sdk_session, server)
         await server.settle()
 
@@ -281,6 +282,13 @@ async def test_conversation_longer_than_the_context(truncation: str) -> None:
                 done, _ = await c.until("response.done")
                 assert done["response"]["status"] == "incomplete"  # 8 tokens, as asked
                 assert server.mock.log.named("add")[-1]["prompt_tokens"] + 8 <= 96
+                # Unbounded output: truncation keeps a quarter of the context free for the answer.
+                await c.send({"type": "response.create", "response": {"max_output_tokens": "inf"}})
+                done, _ = await c.until("response.done")
+                assert done["response"]["status"] == "incomplete"
+                prompt_tokens = server.mock.log.named("add")[-1]["prompt_tokens"]
+                assert prompt_tokens + 96 // 4 <= 96
+                assert done["response"]["usage"]["output_tokens"] == 96 - prompt_tokens
 
 
 async def test_unknown_model_is_refused_at_the_upgrade() -> None:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -83,6 +82,7 @@ async def test_two_workers_share_the_port_and_the_engine() -> None:
         mock.terminate()
         mock.wait(timeout=10)
     assert front.returncode == 0, stderr[-3000:]
-    time.sleep(0.2)
-    leftover = subprocess.run(["pgrep", "-f", f"trio_front.cli.*127.0.0.1:{engine_port}"], capture_output=True, text=True).stdout
+    await trio.sleep(0.2)
+    pattern = f"trio_front.cli.*127.0.0.1:{engine_port}"
+    leftover = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
     assert leftover.strip() == ""

@@ -24,7 +24,7 @@ import wsproto
 import wsproto.events
 
 from trio_front.api.app import App
-from trio_front.api.ws import WSOptions, WSStats, configure_websockets, ws_stats
+from trio_front.api.ws import WSOptions, WSStats
 from trio_front.engine.mock import MockEngine, MockEngineConfig, run_mock_engine
 from trio_front.server import FrontendConfig, build_app
 
@@ -47,7 +47,7 @@ class WSServer:
 
     @property
     def stats(self) -> WSStats:
-        return ws_stats(self.app.state)
+        return self.app.state.ws_stats
 
     def adds(self) -> list[str]:
         return [e["request_id"] for e in self.mock.log.named("add")]
@@ -97,7 +97,7 @@ async def start_ws_server(
     )
     app = build_app(frontend)
     if ws is not None:
-        configure_websockets(app.state, ws)
+        app.state.ws_options = ws
     config = hypercorn.config.Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.graceful_timeout = 1

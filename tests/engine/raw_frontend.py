@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,6 +17,13 @@ from trio_front.engine import wire
 from trio_front.engine.zmq_trio import TrioSocket, last_endpoint, make_socket
 
 IDENTITY = b"\x00\x00"
+
+
+def unique_ipc_addr() -> str:
+    """A fresh IPC endpoint. In-process tests use these rather than TCP ports: another process on the
+    machine (a benchmark, a real engine with the same identity b"\\x00\\x00") can grab or connect to a
+    "free" TCP port between our probe and our bind, and a foreign HELLO then derails the handshake."""
+    return f"ipc:///tmp/tf-mock-{uuid.uuid4().hex[:16]}"
 
 
 def free_tcp_addr() -> str:
@@ -101,13 +109,13 @@ def request(rid: str, prompt: list[int], *, client_index: int = 0, **params: Any
 @asynccontextmanager
 async def open_raw_frontend(clients: int = 1, addr: str | None = None) -> AsyncIterator[RawFrontend]:
     ctx = zmq.Context.instance()
-    addr = addr or free_tcp_addr()
+    addr = addr or unique_ipc_addr()
     socks: list[TrioSocket] = []
     try:
         handshake = make_socket(ctx, zmq.ROUTER, bind=addr)
         socks.append(handshake)
-        inputs = [make_socket(ctx, zmq.ROUTER, bind="tcp://127.0.0.1:0") for _ in range(clients)]
-        outputs = [make_socket(ctx, zmq.PULL, bind="tcp://127.0.0.1:0") for _ in range(clients)]
+        inputs = [make_socket(ctx, zmq.ROUTER, bind=f"{addr}-input-{i}") for i in range(clients)]
+        outputs = [make_socket(ctx, zmq.PULL, bind=f"{addr}-output-{i}") for i in range(clients)]
         socks += inputs + outputs
         yield RawFrontend(addr, handshake, inputs, outputs)
     finally:

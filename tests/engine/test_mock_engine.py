@@ -26,7 +26,7 @@ from trio_front.engine.mock import (
     run_mock_engine,
 )
 
-from .raw_frontend import free_tcp_addr, open_raw_frontend, request
+from .raw_frontend import open_raw_frontend, request, unique_ipc_addr
 
 PROMPT = [1, 17, 300, 42]
 
@@ -43,7 +43,7 @@ REGISTRATION_KEYS_0_32 = {
 @asynccontextmanager
 async def linked(**config) -> AsyncIterator[tuple[MockEngine, EngineClient]]:
     """A mock engine and the lead's EngineClient attached to it."""
-    addr = free_tcp_addr()
+    addr = unique_ipc_addr()
     config.setdefault("step_ms", 1)
     async with trio.open_nursery() as nursery:
         engine = await nursery.start(run_mock_engine, MockEngineConfig(addr, **config))
@@ -72,7 +72,7 @@ async def collect(client: EngineClient, prompt: list[int], params: wire.Sampling
 
 @pytest.mark.parametrize("engine_first", [True, False])
 async def test_handshake_in_either_order(engine_first: bool) -> None:
-    addr = free_tcp_addr()
+    addr = unique_ipc_addr()
     async with trio.open_nursery() as nursery:
         client = EngineClient(LinkConfig(addr, ping_interval=0))
         if engine_first:
@@ -427,7 +427,7 @@ async def test_die_sends_engine_core_dead() -> None:
 
 
 async def test_wedge_is_silence_that_a_liveness_ping_detects() -> None:
-    addr = free_tcp_addr()
+    addr = unique_ipc_addr()
     async with trio.open_nursery() as nursery:
         engine = await nursery.start(run_mock_engine, MockEngineConfig(addr, step_ms=1))
         client = EngineClient(LinkConfig(addr, ping_interval=0.05, ping_timeout=0.2))
@@ -453,7 +453,7 @@ async def test_event_log_file(tmp_path) -> None:
 
 
 async def test_cli_subprocess_serves_and_stops_on_sigterm(tmp_path) -> None:
-    addr = free_tcp_addr()
+    addr = unique_ipc_addr()
     log = tmp_path / "ev.jsonl"
     cmd = [sys.executable, "-m", "trio_front.cli", "mock-engine", "--engine-addr", addr, "--step-ms", "1"]
     async with trio.open_nursery() as nursery:

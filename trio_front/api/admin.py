@@ -88,6 +88,29 @@ class _EngineCollector(Collector):
                 )
                 gauge.add_metric(name, float(sched[key]))
                 yield gauge
+        yield from self._websockets(labels, name)
+
+    def _websockets(
+        self, labels: list[str], name: list[str]
+    ) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        ws = self.state.ws_stats
+        for key, help_text in (
+            ("open_sockets", "WebSockets open (Realtime and Responses)"),
+            ("running_responses", "WebSocket responses generating"),
+        ):
+            gauge = GaugeMetricFamily(f"trio_front_ws_{key}", help_text, labels=labels)
+            gauge.add_metric(name, float(getattr(ws, key)))
+            yield gauge
+        for key, help_text in (
+            ("sockets", "WebSockets accepted"),
+            ("responses", "WebSocket responses started"),
+            ("cancelled", "WebSocket responses cancelled (response.cancel or socket closed)"),
+            ("stuck_closed", "WebSockets closed because the client stopped reading"),
+            ("coalesced_deltas", "Text deltas merged while a WebSocket client lagged"),
+        ):
+            family = CounterMetricFamily(f"trio_front_ws_{key}", help_text, labels=labels)
+            family.add_metric(name, getattr(ws, f"{key}_total"))
+            yield family
 
 
 def make_registry(state: ServerState) -> CollectorRegistry:

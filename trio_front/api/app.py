@@ -8,7 +8,8 @@ Structure of tasks (every one has an owner):
 * each HTTP request runs in hypercorn's connection task; its work runs in a per-request nursery beside a
   task that watches for ``http.disconnect`` (``http.py``): a disconnect cancels the work, and leaving a
   generation's context aborts its engine request.
-* each WebSocket runs its own nursery (``realtime.py``, ``responses.py``).
+* each WebSocket runs its own nursery (``ws/socket.py``) with one task per response (``realtime/``,
+  ``responses/websocket.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import trio
 
 from trio_front.engine.client import EngineClient
 
-from . import admin, chat, completions
+from . import admin, chat, completions, realtime, responses
 from .errors import APIError
 from .http import ClientDisconnected, Receive, Scope, Send, read_body, run_with_disconnect, send_error
 from .state import ServerState
@@ -42,19 +43,12 @@ class App:
             "/v1/completions": completions.handle,
             "/v1/chat/completions": chat.handle,
         }
-        self.ws_routes: dict[str, WSHandler] = {}
-        self._register_optional_routes()
+        self.post_routes["/v1/responses"] = responses.handle_post
+        self.ws_routes: dict[str, WSHandler] = {
+            "/v1/responses": responses.handle_websocket,
+            "/v1/realtime": realtime.handle_websocket,
+        }
         self._shutdown = trio.Event()
-
-    def _register_optional_routes(self) -> None:
-        try:  # TEMPORARY while the WebSocket/Responses modules are being written
-            from . import realtime, responses
-
-            self.post_routes["/v1/responses"] = responses.handle_post
-            self.ws_routes["/v1/responses"] = responses.handle_websocket
-            self.ws_routes["/v1/realtime"] = realtime.handle_websocket
-        except (ImportError, AttributeError):
-            return
 
     @property
     def engine(self) -> EngineClient:

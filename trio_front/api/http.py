@@ -105,8 +105,13 @@ async def send_json(
     send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    length = (b"content-length", str(len(body)).encode())
     await send(
-        {"type": "http.response.start", "status": status, "headers": [*JSON_HEADERS, *(headers or ())]}
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*JSON_HEADERS, length, *(headers or ())],
+        }
     )
     await send({"type": "http.response.body", "body": body})
 

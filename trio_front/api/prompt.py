@@ -3,9 +3,11 @@
 Both APIs hold a conversation (a list of ``{"role", "content"}`` messages) plus instructions, render it
 through the model's chat template and generate the assistant's next message. With ``truncate=True``
 (Realtime ``truncation: "auto"``, Responses ``truncation: "auto"``) the oldest messages are left out
-until the prompt fits: it must leave room for ``max_tokens`` output tokens (or for one token when the
-output is unbounded, ``max_tokens=None``). The instructions are always kept. The smallest number of
-dropped messages is found by bisection, so a long conversation costs O(log n) renders, not O(n).
+until the prompt leaves room for ``max_tokens`` output tokens; when the output is unbounded
+(``max_tokens=None``) it must leave room for :data:`UNBOUNDED_RESERVE` tokens or a quarter of the
+context, whichever is less (as OpenAI reserves the model's maximum output before truncating). The
+instructions and the newest message are always kept. The smallest number of dropped messages is found
+by bisection, so a long conversation costs O(log n) renders, not O(n).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from trio_front.text.chat_template import ChatTemplateError
 
 from .errors import APIError
 from .state import ServerState, param_error
+
+#: Output tokens kept free by truncation when the request sets no output limit.
+UNBOUNDED_RESERVE = 4096
 
 
 @attrs.frozen
@@ -54,11 +59,13 @@ async def build_prompt(
             raise APIError(400, str(exc), param="input") from None
         return await state.tokenizer.encode_async(rendered.prompt, add_special_tokens=False)
 
+    reserve = max_tokens or min(UNBOUNDED_RESERVE, limits.max_model_len // 4) or 1
+
     def fits(ids: list[int]) -> bool:
-        return 0 < len(ids) and len(ids) + (max_tokens or 1) <= limits.max_model_len
+        return 0 < len(ids) and len(ids) + reserve <= limits.max_model_len
 
     ids, dropped = await encode(0), 0
-    if not fits(ids) and truncate and len(messages) > 1:
+    if truncate and not fits(ids) and len(messages) > 1:
         low, high = 1, len(messages) - 1  # the newest message is never dropped
         best: tuple[int, list[int]] | None = None
         while low <= high:

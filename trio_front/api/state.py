@@ -13,6 +13,7 @@ from trio_front.text.chat import ChatRenderer
 from trio_front.text.tokenizer import Tokenizer
 
 from .errors import APIError
+from .ws.options import WSOptions, WSStats
 
 
 @attrs.define(eq=False)
@@ -23,6 +24,8 @@ class ServerState:
     served_model_name: str
     model_path: str
     keep_alive_interval: float | None = None
+    ws_options: WSOptions = attrs.Factory(WSOptions)
+    ws_stats: WSStats = attrs.Factory(WSStats)
     _limits: ModelLimits | None = None
 
     @property

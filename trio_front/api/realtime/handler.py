@@ -227,6 +227,7 @@ class RealtimeHandler:
             settings.sampling,
         )
         runner = ResponseRunner(self.sock, self.ids, self.dialect, response)
+        runner.announce()
         self.sock.start_soon(runner.run, self._response_done)
 
     def _input_messages(self, items: Any) -> list[dict[str, str]]:

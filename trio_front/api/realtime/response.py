@@ -68,14 +68,18 @@ class ResponseRunner:
         self.dialect = dialect
         self.r = response
 
+    def announce(self) -> None:
+        """Push ``response.created`` (from the reader task, so it precedes any later reply)."""
+        self.sock.stats.running_responses += 1
+        self.sock.stats.responses_total += 1
+        self.sock.push({"type": "response.created", "event_id": self.ids.event(), "response": self._wire()})
+
     async def run(self, on_done: Callable[[RealtimeResponse], None]) -> None:
+        """The response's task (after :meth:`announce`); always ends with ``response.done``."""
         stats = self.sock.stats
-        stats.running_responses += 1
-        stats.responses_total += 1
         gen = self.r.generation
         ended = False
         error: BaseException | None = None
-        self.sock.push({"type": "response.created", "event_id": self.ids.event(), "response": self._wire()})
         try:
             with self.r.scope:
                 if not self.r.scope.cancel_called:  # cancelled before it started: no engine request

@@ -166,7 +166,13 @@ class ResponsesSocketHandler:
         stats.responses_total += 1
         finished = False
         try:
-            outcome = await run_response(planned, _Emitter(self.sock, stream_id))
+            try:
+                outcome = await run_response(planned, _Emitter(self.sock, stream_id))
+            except Exception:  # a bug: report it on this lane, keep the socket
+                log.exception("Responses WebSocket response %s failed", planned.response_id)
+                self.sock.push(error_event(APIError(500, "internal server error"), stream_id))
+                finished = True
+                return
             finished = True
             if outcome.status in ("completed", "incomplete"):
                 context = list(planned.messages)

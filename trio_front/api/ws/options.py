@@ -1,17 +1,12 @@
-"""Limits and counters for the WebSocket APIs, kept per :class:`ServerState`.
+"""Limits and counters for the WebSocket APIs; one of each lives on the :class:`~..state.ServerState`.
 
-``ServerState`` has no fields for them (yet), so they live in weak maps keyed by the state:
-``configure_websockets(state, WSOptions(send_timeout=...))`` at start-up (``trio-front run`` would pass
-``--ws-send-timeout`` here), and every socket reads ``ws_options(state)``.
+``trio-front run --ws-send-timeout`` sets :attr:`WSOptions.send_timeout`; ``/metrics`` exports
+:class:`WSStats`.
 """
 
 from __future__ import annotations
 
-import weakref
-
 import attrs
-
-from ..state import ServerState
 
 
 @attrs.frozen
@@ -50,26 +45,5 @@ class WSStats:
     cancelled_total: int = 0
     stuck_closed_total: int = 0
     coalesced_deltas_total: int = 0
-
-
-_options: weakref.WeakKeyDictionary[ServerState, WSOptions] = weakref.WeakKeyDictionary()
-_stats: weakref.WeakKeyDictionary[ServerState, WSStats] = weakref.WeakKeyDictionary()
-
-
-def configure_websockets(state: ServerState, options: WSOptions) -> None:
-    """Set the WebSocket limits of the server that owns *state* (affects sockets opened afterwards)."""
-    _options[state] = options
-
-
-def ws_options(state: ServerState) -> WSOptions:
-    options = _options.get(state)
-    if options is None:
-        options = _options[state] = WSOptions()
-    return options
-
-
-def ws_stats(state: ServerState) -> WSStats:
-    stats = _stats.get(state)
-    if stats is None:
-        stats = _stats[state] = WSStats()
-    return stats
+    #: the most events any closed socket ever had queued at once
+    outbox_high_water: int = 0

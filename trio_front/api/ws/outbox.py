@@ -39,6 +39,7 @@ class Outbox:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.coalesced = 0  # deltas merged into a queued one (for tests and metrics)
+        self.high_water = 0  # most entries ever queued at once
         self.closed = False
         self._queue: deque[Event | _Delta] = deque()
         self._readable = trio.lowlevel.ParkingLot()
@@ -59,6 +60,7 @@ class Outbox:
         if self.closed:
             return
         self._queue.append(event)
+        self.high_water = max(self.high_water, len(self._queue))
         self._readable.unpark()
 
     def push_delta(self, key: object, event: Event, field: str, text: str) -> bool:
@@ -73,6 +75,7 @@ class Outbox:
             self.coalesced += 1
             return True
         self._queue.append(_Delta(key, event, field, [text]))
+        self.high_water = max(self.high_water, len(self._queue))
         self._readable.unpark()
         return False
 

@@ -23,7 +23,8 @@ How a socket ends:
   closes the outbox, cancels the nursery (aborting the engine requests at once) and resets the TCP
   connection, which unblocks the stuck send;
 * server shutdown: hypercorn cancels the connection after its graceful timeout; the same cancellation
-  path aborts the engine requests.
+  path aborts the engine requests, and if a send is blocked at that moment the watchdog resets the
+  connection at once (otherwise the shielded send would hold the shutdown until the client reads).
 """
 
 from __future__ import annotations
@@ -31,17 +32,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 import trio
 
 from ..errors import APIError
 from ..http import Receive, Scope, Send
-from ..state import ServerState
 from . import transport
-from .options import WSOptions, WSStats, ws_options, ws_stats
+from .options import WSOptions, WSStats
 from .outbox import Outbox
+
+if TYPE_CHECKING:  # the state holds our options: importing it here would be circular
+    from ..state import ServerState
 
 log = logging.getLogger("trio_front.api.ws")
 
@@ -132,8 +135,15 @@ class Socket:
     async def _watch(self) -> None:
         timeout = self.options.send_timeout
         while True:
-            with self._stuck_scope:
-                await trio.sleep_forever()
+            try:
+                with self._stuck_scope:
+                    await trio.sleep_forever()
+            except trio.Cancelled:
+                # The socket is torn down from outside (server shutdown) while a send is blocked: the
+                # shielded send_all would hold this socket, and the shutdown, until the client reads.
+                if self._sending_since is not None and self._transport is not None:
+                    transport.reset(self._transport)
+                raise
             since = self._sending_since
             if since is not None and trio.current_time() - since >= timeout:
                 break
@@ -172,14 +182,14 @@ async def serve_socket(
         except Rejected as exc:
             await _deny(scope, send, exc.error)
             return
-    await send({"type": "websocket.accept"})
-    stats = ws_stats(state)
+    stats = state.ws_stats
     stats.open_sockets += 1
     stats.sockets_total += 1
     sock: Socket | None = None
     try:
+        await send({"type": "websocket.accept"})
         async with trio.open_nursery() as nursery:
-            sock = Socket(state, nursery, send, ws_options(state), stats)
+            sock = Socket(state, nursery, send, state.ws_options, stats)
             nursery.start_soon(sock._write)
             nursery.start_soon(sock._watch)
             handler = make_handler(sock)
@@ -190,6 +200,7 @@ async def serve_socket(
         stats.open_sockets -= 1
         if sock is not None:
             stats.coalesced_deltas_total += sock.outbox.coalesced
+            stats.outbox_high_water = max(stats.outbox_high_water, sock.outbox.high_water)
             sock.outbox.close()
 
 

@@ -37,6 +37,8 @@ log = logging.getLogger("trio_front.mock_engine")
 #: Linger of the handshake and output sockets, as in vLLM (so READY / ENGINE_CORE_DEAD get out).
 HANDSHAKE_LINGER_MS = 5000
 OUTPUT_LINGER_MS = 4000
+#: How long a dying engine stays connected after sending ENGINE_CORE_DEAD (seconds).
+DEAD_EXIT_DELAY = 0.1
 
 
 class MockEngine:
@@ -141,6 +143,10 @@ class MockEngine:
                     for sock in self._inputs:
                         nursery.start_soon(self._read_input, sock)
                     nursery.start_soon(self._step_loop)
+            if self.state == "dead" and self._output_linger:
+                # A crashing engine process takes a moment to exit after queueing ENGINE_CORE_DEAD; keep
+                # the inputs connected meanwhile so the frontend sees the sentinel before the disconnect.
+                await trio.sleep(DEAD_EXIT_DELAY)
         finally:
             if self.state not in ("dead",):
                 self.state = "stopped"

@@ -44,6 +44,7 @@ same row for every prompt token after the first (``len(prompt) - 1`` rows), sent
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from typing import Any, NamedTuple
@@ -208,14 +209,29 @@ def _rows(tokens: list[int], k: int, vocab: int) -> tuple[list[int], list[float]
 
 def logprobs_lists(tokens: list[int], k: int, vocab: int) -> list[Any]:
     """``LogprobsLists`` for *tokens* as vLLM encodes it: ``[ids <i4, logprobs <f4, ranks <i8, None]``."""
-    ids, lps, cols = _rows(tokens, k, vocab)
     n = len(tokens)
+    width = num_logprob_columns(k, vocab)
+    cols = width + 1
+    ids: list[int] = []
+    for token in tokens:
+        ids.extend(logprob_row(token, width, vocab)[0])
+    ext = msgspec.msgpack.Ext
     return [
-        _raw("<i4", [n, cols], "i", ids),
-        _raw("<f4", [n, cols], "f", lps),
-        _raw("<i8", [n], "q", [1] * n),
+        ["<i4", [n, cols], ext(wire.EXT_RAW_VIEW, struct.pack(f"<{n * cols}i", *ids))],
+        ["<f4", [n, cols], ext(wire.EXT_RAW_VIEW, _logprob_bytes(width) * n)],
+        ["<i8", [n], ext(wire.EXT_RAW_VIEW, _RANK_ONE * n)],
         None,
     ]
+
+
+_RANK_ONE = struct.pack("<q", 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _logprob_bytes(width: int) -> bytes:
+    """One row of logprobs; it depends only on the width (every sampled token has rank 1)."""
+    values = [-_LN2] + [-r * _LN2 for r in range(1, width + 1)]
+    return struct.pack(f"<{len(values)}f", *values)
 
 
 def prompt_logprobs_tensors(prompt_ids: list[int], k: int, vocab: int) -> list[Any]:
