@@ -9,6 +9,8 @@ Frontends:
 
 * ``trio-front`` — ``trio-front run --engine-addr tcp://H:P --model DIR --port N`` (flags it lacks are
   not passed; ``--host``/``--served-model-name`` only if its ``--help`` lists them).
+* ``trio-front-wN`` — the same with ``--workers N``: N API-server processes on one port (SO_REUSEPORT),
+  each with its own engine socket pair (the scale-out; its CPU is the whole process tree).
 * ``vllm-py`` — vLLM 0.32's API server with ``--data-parallel-size-local 0`` and the engine's flags,
   plus ``--disable-uvicorn-access-log`` (the other two log no access lines either).
 * ``vllm-rs`` — the Rust frontend from the PyPI ``vllm==0.33.0`` wheel, extracted once into
@@ -51,6 +53,8 @@ from trio_front.engine.launch import (  # noqa: E402
 )
 
 FRONTENDS = ("trio-front", "vllm-py", "vllm-rs")
+#: Scale-out variants accepted by --frontends besides FRONTENDS: ``trio-front-w<N>``.
+WORKERS_PREFIX = "trio-front-w"
 ENGINES = ("mock", "real")
 CACHE = REPO / "bench" / ".cache"
 VLLM_RS_VERSION = "0.33.0"
@@ -118,9 +122,23 @@ def _help_text(argv: list[str]) -> str | None:
     return out.stdout + out.stderr if out.returncode == 0 else None
 
 
+def trio_front_workers(name: str) -> int | None:
+    """N for ``trio-front-wN``, 1 for ``trio-front``, None for a peer or an unknown name."""
+    if name == "trio-front":
+        return 1
+    suffix = name.removeprefix(WORKERS_PREFIX)
+    if suffix != name and suffix.isdigit() and int(suffix) >= 1:
+        return int(suffix)
+    return None
+
+
+def is_frontend(name: str) -> bool:
+    return name in FRONTENDS or trio_front_workers(name) is not None
+
+
 def frontend_unavailable(name: str) -> str | None:
     """Why *name* cannot run here, or None if it can."""
-    if name == "trio-front":
+    if trio_front_workers(name) is not None:
         if not TRIO_FRONT.exists():
             return f"{TRIO_FRONT} is missing"
         if _help_text([str(TRIO_FRONT), "run", "--help"]) is None:
@@ -164,7 +182,8 @@ def frontend_command(name: str, rpc_port: int, http_port: int, engine: EngineCon
             "--host", HOST, "--port", str(http_port),
             "--served-model-name", "tiny",
         ]  # fmt: skip
-    if name == "trio-front":
+    workers = trio_front_workers(name)
+    if workers is not None:
         argv = [str(TRIO_FRONT), "--log-level", "WARNING", "run", "--engine-addr", f"tcp://{HOST}:{rpc_port}"]
         argv += ["--model", model, "--port", str(http_port)]
         help_text = _help_text([str(TRIO_FRONT), "run", "--help"]) or ""
@@ -172,6 +191,8 @@ def frontend_command(name: str, rpc_port: int, http_port: int, engine: EngineCon
             argv += ["--host", HOST]
         if "--served-model-name" in help_text:
             argv += ["--served-model-name", "tiny"]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
         return argv
     raise ValueError(f"unknown frontend {name!r}")
 
@@ -248,7 +269,7 @@ class Pair:
             frontend_command(self.frontend, self.rpc_port, self.http_port, self.engine),
             env=env,
             log_path=self.log_dir / "front.log",
-            cwd=REPO if self.frontend == "trio-front" else None,
+            cwd=REPO if trio_front_workers(self.frontend) else None,
         ).start()
         if self.event_log is not None and self.event_log.exists():
             self.event_log.unlink()

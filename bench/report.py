@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FRONT_ORDER = ("trio-front", "vllm-py", "vllm-rs")
+FRONT_ORDER = ("trio-front", "trio-front-w2", "trio-front-w4", "vllm-py", "vllm-rs")
 SUBJECT = "trio-front"
 PEERS = ("vllm-py", "vllm-rs")
 
@@ -180,6 +180,9 @@ def tables(slots: list[dict[str, Any]]) -> list[str]:
             ratio_cols = [(SUBJECT, p) for p in PEERS if SUBJECT in fronts and p in fronts]
             if "vllm-rs" in fronts and "vllm-py" in fronts:
                 ratio_cols.append(("vllm-rs", "vllm-py"))
+            # scale-out: N workers against one process of ours, and against vLLM's Python frontend
+            for scaled in (f for f in fronts if f.startswith("trio-front-w")):
+                ratio_cols += [(scaled, b) for b in (SUBJECT, "vllm-py") if b in fronts]
             head = ["metric", *fronts, *[f"{a} / {b}" for a, b in ratio_cols]]
             lines.append("| " + " | ".join(head) + " |")
             lines.append("|" + "---|" * len(head))
@@ -394,7 +397,9 @@ def _log_x(ax: Any) -> None:
 
 
 def _color(front: str) -> str:
-    return {"trio-front": "tab:green", "vllm-py": "tab:blue", "vllm-rs": "tab:orange"}.get(front, "tab:grey")
+    colors = {"trio-front": "tab:green", "trio-front-w2": "tab:olive", "trio-front-w4": "tab:cyan"}
+    colors |= {"vllm-py": "tab:blue", "vllm-rs": "tab:orange"}
+    return colors.get(front, "tab:grey")
 
 
 # ----------------------------------------------------------------------------------------------- markdown

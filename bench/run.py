@@ -157,7 +157,11 @@ def run_pair(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engines", default="mock,real", help="comma list of mock, real (default both)")
-    ap.add_argument("--frontends", default=",".join(peers.FRONTENDS), help="comma list (default all three)")
+    ap.add_argument(
+        "--frontends",
+        default=",".join(peers.FRONTENDS),
+        help="comma list (default all three; trio-front-wN: N workers)",
+    )
     ap.add_argument("--workloads", default="W1,W2,W3,W4,W5", help="comma list of W1..W5 (default all)")
     ap.add_argument("--quick", action="store_true", help="fewer requests, one round: a smoke run of minutes")
     ap.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 2, --quick 1)")
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         if e not in peers.ENGINES:
             ap.error(f"unknown engine {e!r}")
     for f in frontends:
-        if f not in peers.FRONTENDS:
+        if not peers.is_frontend(f):
             ap.error(f"unknown frontend {f!r}")
 
     peers.raise_nofile_limit()

@@ -5,8 +5,11 @@ reasons and usage)."""
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -214,3 +217,95 @@ def test_differential_streaming(servers, kind: str) -> None:
         return text, finish, {k: usage[k] for k in ("prompt_tokens", "completion_tokens")}
 
     assert run(servers[0]) == run(servers[1])
+
+
+def _metric(servers: tuple[str, str], name: str) -> float:
+    text = httpx.get(servers[0].removesuffix("/v1") + "/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_sdk_realtime_stream_cancel_stream(servers) -> None:
+    """The unmodified SDK's Realtime client on the real engine: a response runs, is cancelled (the engine
+    request is aborted), and the next one runs on the same socket and conversation."""
+    ws_url = servers[0].replace("http://", "ws://")
+    client = openai.OpenAI(base_url=servers[0], websocket_base_url=ws_url, api_key="none", max_retries=0)
+
+    def until(conn, kind: str) -> tuple[Any, list[Any]]:  # type: ignore[no-untyped-def]
+        seen = []
+        for event in conn:
+            if event.type == "error":
+                raise AssertionError(event)
+            if event.type == kind:
+                return event, seen
+            seen.append(event)
+        raise AssertionError(f"socket closed before {kind}")
+
+    aborted_before = _metric(servers, "trio_front_requests_aborted_total")
+    with client.realtime.connect(model=NAME) as conn:
+        assert conn.recv().type == "session.created"
+        conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "temperature": 0})
+        until(conn, "session.updated")
+        conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
+        )
+        until(conn, "conversation.item.done")
+
+        conn.response.create(response={"max_output_tokens": 1500})
+        until(conn, "response.output_text.delta")
+        conn.response.cancel()
+        cancelled, _ = until(conn, "response.done")
+        assert cancelled.response.status == "cancelled"
+        assert 1 <= cancelled.response.usage.output_tokens < 1500
+
+        conn.response.create(response={"max_output_tokens": 5})
+        done, events = until(conn, "response.done")
+        text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert done.response.status in ("completed", "incomplete")  # EOS or the token limit
+        assert 1 <= done.response.usage.output_tokens <= 5
+        assert done.response.output[0].content[0].text == text
+    assert _metric(servers, "trio_front_requests_aborted_total") >= aborted_before + 1
+    deadline = time.monotonic() + 10
+    while _metric(servers, "trio_front_requests_open") != 0:
+        assert time.monotonic() < deadline, "an engine request stayed open after the socket closed"
+        time.sleep(0.05)
+
+
+def test_sdk_responses_http_and_websocket(servers) -> None:
+    ws_url = servers[0].replace("http://", "ws://")
+    client = openai.OpenAI(base_url=servers[0], websocket_base_url=ws_url, api_key="none", max_retries=0)
+    body: dict[str, Any] = {"model": NAME, "input": "def hello(", "max_output_tokens": 6, "temperature": 0}
+    plain = client.responses.create(**body)
+    assert plain.status in ("completed", "incomplete") and 1 <= plain.usage.output_tokens <= 6
+    streamed = list(client.responses.create(**body, stream=True))
+    assert streamed[-1].type in ("response.completed", "response.incomplete")
+    deltas = "".join(e.delta for e in streamed if e.type == "response.output_text.delta")
+    assert deltas == plain.output[0].content[0].text  # greedy: the same text both ways
+
+    terminal = ("response.completed", "response.incomplete", "response.failed", "error")
+
+    def until_done(conn) -> Any:  # type: ignore[no-untyped-def]
+        for event in conn:
+            if event.type in terminal:
+                return event
+        raise AssertionError("socket closed before the response ended")
+
+    with client.responses.connect() as conn:
+        conn.send({"type": "response.create", "model": NAME, "input": "first", "max_output_tokens": 4})
+        first = until_done(conn)
+        assert first.type != "error", first
+        conn.send(
+            {
+                "type": "response.create",
+                "model": NAME,
+                "previous_response_id": first.response.id,
+                "input": [{"role": "user", "content": "second"}],
+                "max_output_tokens": 4,
+            }
+        )
+        second = until_done(conn)
+        assert second.type != "error", second
+        # the second turn's prompt holds the first turn: more input tokens than the first one had
+        assert second.response.usage.input_tokens > first.response.usage.input_tokens
