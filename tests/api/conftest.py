@@ -3,7 +3,9 @@ the test's trio loop, so tests can look at the engine client and the mock's even
 
 from __future__ import annotations
 
+import secrets
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +20,11 @@ from trio_front.engine.mock import MockEngine, MockEngineConfig, run_mock_engine
 from trio_front.server import FrontendConfig, build_app
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "tiny-llama"
+
+
+def engine_ipc_addr() -> str:
+    """A fresh handshake address: IPC, so no free-port race with other processes on the machine."""
+    return f"ipc://{tempfile.gettempdir()}/trio-front-test-{secrets.token_hex(6)}"
 
 
 def free_port() -> int:
@@ -52,7 +59,7 @@ class Server:
 
 async def start_server(nursery: trio.Nursery, **mock_options) -> Server:
     port = free_port()
-    engine_addr = f"tcp://127.0.0.1:{free_port()}"
+    engine_addr = engine_ipc_addr()
     app = build_app(
         FrontendConfig(
             engine_addr=engine_addr,

@@ -28,7 +28,7 @@ from trio_front.api.ws import WSOptions, WSStats
 from trio_front.engine.mock import MockEngine, MockEngineConfig, run_mock_engine
 from trio_front.server import FrontendConfig, build_app
 
-from .conftest import MODEL, free_port
+from .conftest import MODEL, engine_ipc_addr, free_port
 
 
 @attrs.define
@@ -91,7 +91,7 @@ async def start_ws_server(
     """Mock engine + app under hypercorn on port 0-ish; *ws* sets the WebSocket limits, *ping_interval*
     hypercorn's WebSocket pings, the rest are MockEngineConfig fields (default step 2 ms)."""
     port = free_port()
-    engine_addr = f"tcp://127.0.0.1:{free_port()}"
+    engine_addr = engine_ipc_addr()
     frontend = FrontendConfig(
         engine_addr=engine_addr, model=MODEL, ping_interval=0, keep_alive_interval=keep_alive_interval
     )

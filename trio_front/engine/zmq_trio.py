@@ -19,6 +19,9 @@ skipped by a cancellation.
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import trio
 import zmq
 
@@ -41,6 +44,8 @@ class TrioSocket:
         self._closed = False
         self._receiving = False
         self._waiter: trio.CancelScope | None = None
+        #: ipc:// files this socket bound; libzmq leaves them behind, so close() removes them
+        self.ipc_files: list[str] = []
 
     # ---------------------------------------------------------------- sending
 
@@ -144,6 +149,9 @@ class TrioSocket:
         self._closed = True
         trio.lowlevel.notify_closing(self._fd)
         self.sock.close(linger=linger)
+        for path in self.ipc_files:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def __enter__(self) -> TrioSocket:
         return self
@@ -174,7 +182,10 @@ def make_socket(
         sock.bind(bind)
     if connect is not None:
         sock.connect(connect)
-    return TrioSocket(sock)
+    wrapped = TrioSocket(sock)
+    if bind is not None and bind.startswith("ipc://"):
+        wrapped.ipc_files.append(bind[len("ipc://") :])
+    return wrapped
 
 
 def last_endpoint(sock: TrioSocket) -> str:
