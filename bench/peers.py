@@ -55,10 +55,13 @@ from trio_front.engine.launch import (  # noqa: E402
 FRONTENDS = ("trio-front", "vllm-py", "vllm-rs")
 #: Scale-out variants accepted by --frontends besides FRONTENDS: ``trio-front-w<N>``.
 WORKERS_PREFIX = "trio-front-w"
+#: Opt-in batching variants: ``trio-front-si<N>`` runs with ``--stream-interval N`` (never the headline).
+STREAM_INTERVAL_PREFIX = "trio-front-si"
 ENGINES = ("mock", "real")
 CACHE = REPO / "bench" / ".cache"
 VLLM_RS_VERSION = "0.33.0"
-TRIO_FRONT = Path(sys.executable).with_name("trio-front")
+#: ``BENCH_TRIO_FRONT`` may name another checkout's launcher, to compare a change against its base.
+TRIO_FRONT = Path(os.environ.get("BENCH_TRIO_FRONT") or Path(sys.executable).with_name("trio-front"))
 HOST = "127.0.0.1"
 
 
@@ -123,10 +126,19 @@ def _help_text(argv: list[str]) -> str | None:
 
 
 def trio_front_workers(name: str) -> int | None:
-    """N for ``trio-front-wN``, 1 for ``trio-front``, None for a peer or an unknown name."""
-    if name == "trio-front":
+    """N for ``trio-front-wN``, 1 for ``trio-front`` and ``trio-front-siN``, None for a peer or an unknown
+    name."""
+    if name == "trio-front" or trio_front_stream_interval(name) is not None:
         return 1
     suffix = name.removeprefix(WORKERS_PREFIX)
+    if suffix != name and suffix.isdigit() and int(suffix) >= 1:
+        return int(suffix)
+    return None
+
+
+def trio_front_stream_interval(name: str) -> int | None:
+    """N for ``trio-front-siN`` (``--stream-interval N``), else None."""
+    suffix = name.removeprefix(STREAM_INTERVAL_PREFIX)
     if suffix != name and suffix.isdigit() and int(suffix) >= 1:
         return int(suffix)
     return None
@@ -193,6 +205,9 @@ def frontend_command(name: str, rpc_port: int, http_port: int, engine: EngineCon
             argv += ["--served-model-name", "tiny"]
         if workers > 1:
             argv += ["--workers", str(workers)]
+        interval = trio_front_stream_interval(name)
+        if interval is not None:
+            argv += ["--stream-interval", str(interval)]
         return argv
     raise ValueError(f"unknown frontend {name!r}")
 

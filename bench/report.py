@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FRONT_ORDER = ("trio-front", "trio-front-w2", "trio-front-w4", "vllm-py", "vllm-rs")
+FRONT_ORDER = (
+    "trio-front", "trio-front-w2", "trio-front-w4", "trio-front-si4", "trio-front-si8", "vllm-py", "vllm-rs"
+)  # fmt: skip
 SUBJECT = "trio-front"
 PEERS = ("vllm-py", "vllm-rs")
 

@@ -92,6 +92,13 @@ async def _cancel_on_signal(signals, scope) -> None:  # type: ignore[no-untyped-
         return
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def _add_frontend_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--served-model-name", help="model name clients use (default: the model directory's name)")
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind host (default 127.0.0.1)")
@@ -102,6 +109,14 @@ def _add_frontend_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SECONDS",
         help="send SSE/WebSocket keep-alives after this many idle seconds (default off)",
+    )
+    p.add_argument(
+        "--stream-interval",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="stream tokens N at a time (the first and the last at once), like vLLM's --stream-interval; "
+        "fewer, bigger events cost less CPU (default 1: every engine step)",
     )
     p.add_argument(
         "--ws-send-timeout",
@@ -198,6 +213,7 @@ def _frontend_config(args: argparse.Namespace, engine_addr: str, model: str) -> 
         host=args.host,
         port=args.port,
         keep_alive_interval=args.keep_alive_interval,
+        stream_interval=args.stream_interval,
         ws_send_timeout=args.ws_send_timeout,
         graceful_timeout=args.graceful_timeout,
         allow_version_mismatch=args.allow_engine_version_mismatch,

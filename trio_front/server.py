@@ -46,6 +46,8 @@ class FrontendConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     keep_alive_interval: float | None = None
+    #: stream a request's tokens in deltas of this many (first and last excepted); 1 = every step
+    stream_interval: int = 1
     #: a WebSocket whose client leaves one message unread this long is closed (its requests aborted)
     ws_send_timeout: float = 30.0
     graceful_timeout: float = 5.0
@@ -77,6 +79,7 @@ def build_app(config: FrontendConfig) -> App:
             ping_interval=config.ping_interval,
             ping_timeout=config.ping_timeout,
             allow_version_mismatch=config.allow_version_mismatch,
+            stream_interval=config.stream_interval,
         )
     )
     state = ServerState(

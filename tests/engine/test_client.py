@@ -123,6 +123,38 @@ async def test_lagging_consumer_gets_one_merged_delta() -> None:
         assert delta.steps == 11
 
 
+async def test_stream_interval_hands_out_first_then_every_n_tokens_then_the_last() -> None:
+    async with linked(stream_interval=4) as (client, engine, _):
+        async with client.generate([1], PARAMS) as stream:
+            got = []
+            for tok in range(10):
+                finish = wire.FinishReason.LENGTH if tok == 9 else None
+                engine.emit(out(stream.request_id, [tok], finish))
+                await trio.sleep(0.01)  # one engine step at a time; the consumer is never behind
+                with trio.move_on_after(0.02):
+                    while True:
+                        got.append((await stream.next_delta()).token_ids)
+                        if stream._done:
+                            break
+        # vLLM's rule: the first output at once, then deltas of N tokens, and the final one whatever size.
+        assert got == [[0], [1, 2, 3, 4], [5, 6, 7, 8], [9]]
+
+
+async def test_stream_interval_per_request_and_held_tokens_wait_for_no_one() -> None:
+    async with linked() as (client, engine, _):
+        async with client.generate([1], PARAMS, stream_interval=3) as stream:
+            engine.emit(out(stream.request_id, [0]))
+            assert (await stream.next_delta()).token_ids == [0]
+            engine.emit(out(stream.request_id, [1]))
+            with trio.move_on_after(0.1) as waited:  # one token is not a delta yet: nobody is woken
+                await stream.next_delta()
+            assert waited.cancelled_caught
+            engine.emit(out(stream.request_id, [2]), out(stream.request_id, [3]))
+            delta = await stream.next_delta()
+            assert delta.token_ids == [1, 2, 3] and delta.steps == 3
+        await engine.wait_for(lambda: len(engine.aborted_ids) == 1)  # left early: exactly one abort
+
+
 async def test_late_outputs_for_unknown_ids_are_dropped() -> None:
     async with linked() as (client, engine, _):
         engine.emit(out("nobody-1", [1]))

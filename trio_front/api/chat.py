@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from trio_front.engine.client import EngineError
 from trio_front.serving.generation import Chunk, Generation, GenerationError
 from trio_front.serving.params import ParamError, build_params, check_prompt
 from trio_front.text.chat_template import ChatTemplateError
 
 from .errors import APIError
-from .http import Send, SSEWriter, send_json
+from .http import Send, SSEWriter, on_disconnect, send_json
 from .logprobs import chat_logprobs
 from .models import ChatCompletionRequest, parse_json, structure
 from .state import ServerState, include_usage, new_id, param_error
@@ -94,6 +96,8 @@ async def handle(state: ServerState, body: bytes, send: Send) -> None:
     state.check_model(req.model)
     usage_wanted = include_usage(req.stream_options)
     generation, request_id = await prepare(state, req, stream=req.stream)
+    # Abort the engine request the moment the client leaves, not once this task has unwound.
+    on_disconnect(lambda: generation.abort("client disconnected"))
     model = req.model or state.served_model_name
     if req.stream:
         await _stream(state, req, generation, request_id, model, usage_wanted, send)
@@ -179,6 +183,8 @@ async def _stream(
         }
     )
     prefix = [_echo_prefix(req)]
+    # Every chunk event is this head, the choice, and ``]}``: the head is serialized once per request.
+    event_head = orjson.dumps({**head, "choices": []})[:-2]
 
     async def on_chunk(_index: int, _gen: Generation, chunk: Chunk) -> None:
         text = chunk.text
@@ -195,7 +201,8 @@ async def _stream(
         }
         if chunk.finish_reason is not None:
             choice["stop_reason"] = chunk.stop_reason
-        await sse.event({**head, "choices": [choice]})
+        # The last chunk is held to leave with the usage event and [DONE] (one write).
+        await sse.event(event_head + orjson.dumps(choice) + b"]}", hold=chunk.finish_reason is not None)
 
     try:
         await drive([gen], on_chunk, keep_alive=state.keep_alive_interval, on_idle=sse.keep_alive)
@@ -204,5 +211,5 @@ async def _stream(
     except EngineError as exc:
         await sse.event(APIError(503, str(exc)).body())
     if usage_wanted:
-        await sse.event({**head, "choices": [], "usage": gen.usage.as_dict()})
+        await sse.event({**head, "choices": [], "usage": gen.usage.as_dict()}, hold=True)
     await sse.done()

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from trio_front.engine.client import EngineError
 from trio_front.serving.generation import Chunk, Generation, GenerationError
 from trio_front.serving.params import ParamError, build_params, check_prompt
 
 from .errors import APIError
-from .http import Send, SSEWriter, send_json
+from .http import Send, SSEWriter, on_disconnect, send_json
 from .logprobs import completion_logprobs
 from .models import CompletionRequest, parse_json, structure
 from .state import ServerState, include_usage, new_id, param_error
@@ -92,6 +94,12 @@ async def handle(state: ServerState, body: bytes, send: Send) -> None:
             )
         )
 
+    def abort_all() -> None:
+        for gen in generations:
+            gen.abort("client disconnected")
+
+    # Abort the engine requests the moment the client leaves, not once this task has unwound.
+    on_disconnect(abort_all)
     model = req.model or state.served_model_name
     if req.stream:
         await _stream(state, req, generations, prompt_texts, request_id, model, usage_wanted, send)
@@ -165,8 +173,11 @@ async def _stream(
     sse = SSEWriter(send)
     created = generations[0].created
     head = {"id": request_id, "object": "text_completion", "created": created, "model": model}
+    # Every chunk event is this prefix, the choice, and ``]}``: the head is serialized once per request.
+    prefix = orjson.dumps({**head, "choices": []})[:-2]
     echoed = [not req.echo for _ in generations]
     offsets = [0 for _ in generations]
+    single = len(generations) == 1
 
     async def on_chunk(index: int, gen: Generation, chunk: Chunk) -> None:
         text = chunk.text
@@ -186,7 +197,9 @@ async def _stream(
             "finish_reason": chunk.finish_reason,
             "stop_reason": chunk.stop_reason,
         }
-        await sse.event({**head, "choices": [choice]})
+        # A single prompt's last chunk is held to leave with the usage event and [DONE] (one write).
+        hold = single and chunk.finish_reason is not None
+        await sse.event(prefix + orjson.dumps(choice) + b"]}", hold=hold)
 
     await sse.start()
     try:
@@ -196,7 +209,7 @@ async def _stream(
     except EngineError as exc:  # the engine died mid-stream: tell the client in-band, as vLLM does
         await sse.event(APIError(503, str(exc)).body())
     if usage_wanted:
-        await sse.event({**head, "choices": [], "usage": _total_usage(generations)})
+        await sse.event({**head, "choices": [], "usage": _total_usage(generations)}, hold=True)
     await sse.done()
 
 

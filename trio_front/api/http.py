@@ -6,13 +6,19 @@ response, beside the work, and cancels the request's scope when the client leave
 (tokenizing, queued in the engine, prefill, decode, streaming, or a non-streaming request still running).
 The engine request is then aborted by the generation's context manager on the way out.
 
+The watcher also runs the request's :func:`on_disconnect` callbacks (the engine aborts) itself, at once:
+waiting for the cancelled work task to unwind first would cost one more pass of trio's scheduler, and
+under load a pass runs every other stream's event (tens of milliseconds with hundreds of streams).
+
 Hypercorn's ``send`` does not raise on a dead connection either (ASGI 2.1); an ``OSError`` from it is also
 treated as a disconnect, for servers that follow ASGI 2.4.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -35,8 +41,29 @@ SSE_HEADERS = [
 ]
 
 
+log = logging.getLogger("trio_front.api")
+
+#: The current request's disconnect callbacks (set by :func:`run_with_disconnect`).
+_disconnect_callbacks: ContextVar[list[Callable[[], None]] | None] = ContextVar(
+    "trio_front_disconnect_callbacks", default=None
+)
+
+
 class ClientDisconnected(Exception):
     """The client went away (seen by ``receive()`` or by a failing ``send``)."""
+
+
+def on_disconnect(callback: Callable[[], None]) -> None:
+    """Have *callback* run synchronously as soon as the current request's client disconnects.
+
+    For work that must not wait for the request's cancelled task to unwind, i.e. the engine aborts
+    (which the unwinding also does: both are idempotent). Callbacks run in the watcher task right after
+    the request's scope was cancelled, in registration order; an exception is logged and skipped. Outside
+    :func:`run_with_disconnect` this does nothing.
+    """
+    callbacks = _disconnect_callbacks.get()
+    if callbacks is not None:
+        callbacks.append(callback)
 
 
 async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -61,8 +88,10 @@ async def run_with_disconnect(receive: Receive, work: Callable[[], Awaitable[Non
 
     Returns ``True`` if *work* completed, ``False`` if the client disconnected first (then *work* was
     cancelled: its cleanup, e.g. the engine abort, has run). Exceptions from *work* propagate.
+    Callbacks that *work* registered with :func:`on_disconnect` run in the watcher when the client leaves.
     """
     disconnected = False
+    callbacks: list[Callable[[], None]] = []
 
     async def watch(cancel_scope: trio.CancelScope) -> None:
         nonlocal disconnected
@@ -70,9 +99,17 @@ async def run_with_disconnect(receive: Receive, work: Callable[[], Awaitable[Non
             message = await receive()
             if message["type"] == "http.disconnect":
                 disconnected = True
+                # Cancel first: a work task parked on engine output then wakes with Cancelled, not with
+                # the "aborted" error the callbacks below hand to its stream.
                 cancel_scope.cancel(reason="client disconnected")
+                for callback in callbacks:
+                    try:
+                        callback()
+                    except Exception:
+                        log.exception("disconnect callback failed")
                 return
 
+    token = _disconnect_callbacks.set(callbacks)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch, nursery.cancel_scope)
@@ -83,6 +120,8 @@ async def run_with_disconnect(receive: Receive, work: Callable[[], Awaitable[Non
             nursery.cancel_scope.cancel(reason="response complete")
     except BaseExceptionGroup as group:
         raise unwrap(group) from None
+    finally:
+        _disconnect_callbacks.reset(token)
     return not disconnected
 
 
@@ -121,19 +160,30 @@ async def send_error(send: Send, error: APIError) -> None:
 
 
 class SSEWriter:
-    """Server-sent events in vLLM's framing: ``data: <json>\\n\\n`` ... ``data: [DONE]\\n\\n``."""
+    """Server-sent events in vLLM's framing: ``data: <json>\\n\\n`` ... ``data: [DONE]\\n\\n``.
+
+    Every ``send`` costs hypercorn-on-trio tens of microseconds (protocol events, a lock, a shielded
+    ``send_all``, scheduler passes) whatever its size, so :meth:`event` with ``hold=True`` keeps an event
+    back to go out with the next write: a stream's last chunk, its usage event and ``[DONE]`` leave in
+    one ``send`` together with the end of the body. Held events are lost if the client left meanwhile.
+    """
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self.started = False
+        self._held: list[bytes] = []
 
     async def start(self) -> None:
         if not self.started:
             self.started = True
             await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
 
-    async def event(self, payload: Any) -> None:
+    async def event(self, payload: Any, *, hold: bool = False) -> None:
+        """Send one event (*payload*: JSON bytes or a value to serialize); ``hold``: with the next write."""
         data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        if hold:
+            self._held.append(b"data: " + data + b"\n\n")
+            return
         await self._raw(b"data: " + data + b"\n\n")
 
     async def named_event(self, name: str, payload: Any) -> None:
@@ -145,15 +195,30 @@ class SSEWriter:
         await self._raw(b": keep-alive\n\n")
 
     async def done(self) -> None:
-        await self._raw(b"data: [DONE]\n\n")
-        await self.close()
+        """``[DONE]`` and the end of the body, in one write with any held events."""
+        await self._end(b"data: [DONE]\n\n")
 
     async def close(self) -> None:
-        await self.start()
-        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+        """End the body (held events go with it)."""
+        await self._end(b"")
+
+    async def _end(self, data: bytes) -> None:
+        if not self.started:
+            await self.start()
+        if self._held:
+            data = b"".join((*self._held, data))
+            self._held.clear()
+        try:
+            await self._send({"type": "http.response.body", "body": data, "more_body": False})
+        except OSError:
+            raise ClientDisconnected from None
 
     async def _raw(self, data: bytes) -> None:
-        await self.start()
+        if not self.started:
+            await self.start()
+        if self._held:
+            data = b"".join((*self._held, data))
+            self._held.clear()
         try:
             await self._send({"type": "http.response.body", "body": data, "more_body": True})
         except OSError:

@@ -119,6 +119,12 @@ class Generation:
         if self.finish_reason is None:
             self.finish_reason = "abort"
 
+    def abort(self, cause: str = "aborted") -> None:
+        """Abort the engine request now if it is live (synchronous, idempotent; e.g. the moment a client
+        disconnect is seen). A task waiting in :meth:`next_chunk` then gets the engine client's error."""
+        if self._stream is not None:
+            self._stream.abort(cause)
+
     async def next_chunk(self) -> Chunk | None:
         """The next chunk (possibly with empty text, e.g. while a stop string is held back), or ``None``
         once the sequence finished. Raises the engine's errors (``EngineDeadError``...) and
