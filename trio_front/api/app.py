@@ -102,13 +102,7 @@ class App:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         state = self.state
-        started = False
-
-        async def tracked_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
+        tracked_send = _TrackedSend(send)
         try:
             if method == "POST" and path in self.post_routes:
                 handler = self.post_routes[path]
@@ -129,11 +123,11 @@ class App:
         except ClientDisconnected:
             return
         except APIError as exc:
-            if not started:
+            if not tracked_send.started:
                 await send_error(send, exc)
         except Exception:
             log.exception("error while handling %s %s", method, path)
-            if not started:
+            if not tracked_send.started:
                 await send_error(send, APIError(500, "internal server error"))
 
     # ------------------------------------------------------------------------------ WebSocket
@@ -145,3 +139,29 @@ class App:
             await send({"type": "websocket.close", "code": 4404})
             return
         await handler(self.state, scope, receive, send)
+
+
+class _TrackedSend:
+    """ASGI ``send`` that remembers whether anything was sent (an error can then no longer be a response),
+    and shields a response's last message.
+
+    Why the shield: for a ``Connection: close`` or HTTP/1.0 client, hypercorn closes the connection inside
+    the call that sends the last body message, and queues ``http.disconnect`` while doing so. The
+    disconnect watcher (``http.py``) then cancels the request, which would interrupt that close halfway
+    and leave the client waiting for an EOF that never comes.
+    ``__wrapped__`` lets :mod:`.direct_body` reach the server's own ``send`` underneath.
+    """
+
+    __slots__ = ("__wrapped__", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.__wrapped__ = send
+        self.started = False
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        self.started = True
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            with trio.CancelScope(shield=True):
+                await self.__wrapped__(message)
+        else:
+            await self.__wrapped__(message)

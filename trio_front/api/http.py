@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 import trio
 
+from . import direct_body
+from .direct_body import DirectBody
 from .errors import APIError
 
 Scope = dict[str, Any]
@@ -162,21 +164,27 @@ async def send_error(send: Send, error: APIError) -> None:
 class SSEWriter:
     """Server-sent events in vLLM's framing: ``data: <json>\\n\\n`` ... ``data: [DONE]\\n\\n``.
 
-    Every ``send`` costs hypercorn-on-trio tens of microseconds (protocol events, a lock, a shielded
-    ``send_all``, scheduler passes) whatever its size, so :meth:`event` with ``hold=True`` keeps an event
-    back to go out with the next write: a stream's last chunk, its usage event and ``[DONE]`` leave in
-    one ``send`` together with the end of the body. Held events are lost if the client left meanwhile.
+    Every ASGI ``send`` costs hypercorn-on-trio tens of microseconds (protocol events, a lock, a shielded
+    ``send_all``, scheduler passes) whatever its size, so events in the middle of the stream are written
+    straight to the socket where :mod:`.direct_body` can (HTTP/1.1 under hypercorn; ``direct=False`` turns
+    it off), and :meth:`event` with ``hold=True`` keeps an event back to go out with the next write: a
+    stream's last chunk, its usage event and ``[DONE]`` leave in one ``send`` together with the end of the
+    body. Held events are lost if the client left meanwhile.
     """
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, *, direct: bool = True) -> None:
         self._send = send
         self.started = False
         self._held: list[bytes] = []
+        self._want_direct = direct
+        self._direct: DirectBody | None = None
 
     async def start(self) -> None:
         if not self.started:
             self.started = True
             await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            if self._want_direct:
+                self._direct = direct_body.find(self._send)
 
     async def event(self, payload: Any, *, hold: bool = False) -> None:
         """Send one event (*payload*: JSON bytes or a value to serialize); ``hold``: with the next write."""
@@ -219,6 +227,12 @@ class SSEWriter:
         if self._held:
             data = b"".join((*self._held, data))
             self._held.clear()
+        if self._direct is not None:
+            try:
+                if await self._direct.write(data):
+                    return
+            except direct_body.BrokenConnection:
+                raise ClientDisconnected from None
         try:
             await self._send({"type": "http.response.body", "body": data, "more_body": True})
         except OSError:

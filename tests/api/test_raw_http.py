@@ -1,0 +1,98 @@
+"""Raw HTTP/1.x against the real hypercorn server: ``api/direct_body.py`` writes streamed chunks directly
+on HTTP/1.1 (and the client still gets a well-formed chunked body), HTTP/1.0 keeps the ASGI path, and a
+``Connection: close`` / HTTP/1.0 response is followed by the server closing the connection."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import trio
+
+from trio_front.api import direct_body
+
+from .conftest import Server
+from .test_http_api import expected_tokens, sse
+
+BODY = {"prompt": [1, 5, 6], "max_tokens": 12, "stream": True, "stream_options": {"include_usage": True}}
+
+
+@pytest.fixture
+def direct_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    writes: list[bytes] = []
+    original = direct_body.DirectBody.write
+
+    async def counting(self: direct_body.DirectBody, data: bytes) -> bool:
+        wrote = await original(self, data)
+        if wrote:
+            writes.append(data)
+        return wrote
+
+    monkeypatch.setattr(direct_body.DirectBody, "write", counting)
+    return writes
+
+
+async def test_http11_stream_is_written_directly(server: Server, direct_writes: list[bytes]) -> None:
+    events = await sse(server, "/v1/completions", BODY)
+    text = "".join(e["choices"][0]["text"] for e in events if e["choices"])
+    assert text == server.app.state.tokenizer.decode(expected_tokens([1, 5, 6], 12))
+    assert events[-1]["usage"]["completion_tokens"] == 12
+    # every chunk but the held last one (which leaves with usage and [DONE] through ASGI) went directly
+    assert len(direct_writes) >= 1
+    assert all(w.startswith(b"data: ") for w in direct_writes)
+
+
+async def raw_exchange(port: int, request: bytes) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        parts = []
+        with trio.fail_after(10):
+            while data := await stream.receive_some(65536):
+                parts.append(data)
+    return b"".join(parts)
+
+
+async def test_http10_client_keeps_the_asgi_path(server: Server, direct_writes: list[bytes]) -> None:
+    body = orjson.dumps(BODY)
+    request = (
+        b"POST /v1/completions HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    response = await raw_exchange(server.port, request)
+    head, _, payload = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
+    assert payload.endswith(b"data: [DONE]\n\n")  # close-delimited, no chunk framing
+    assert direct_writes == []
+
+
+async def test_http11_raw_bytes_are_valid_chunked_framing(server: Server) -> None:
+    body = orjson.dumps(BODY)
+    request = (
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    response = await raw_exchange(server.port, request)
+    head, _, rest = response.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    payload = b""
+    while True:  # decode the chunked body by hand: any framing error fails here
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            assert rest == b"\r\n"
+            break
+        payload, rest = payload + rest[:size], rest[size:]
+        assert rest.startswith(b"\r\n")
+        rest = rest[2:]
+    assert payload.endswith(b"data: [DONE]\n\n") and payload.count(b"data: ") >= 13
+
+
+async def test_connection_close_after_a_json_response(server: Server) -> None:
+    body = orjson.dumps({"prompt": [1, 5, 6], "max_tokens": 3})
+    request = (
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    response = await raw_exchange(server.port, request)  # returns only at EOF (fails after 10 s)
+    head, _, payload = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and orjson.loads(payload)["usage"]["completion_tokens"] == 3

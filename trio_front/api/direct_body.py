@@ -1,0 +1,113 @@
+"""Streaming body chunks of an HTTP/1.1 response straight to its socket, under hypercorn.
+
+Why this exists: every ASGI ``http.response.body`` message costs hypercorn-on-trio ~50 µs of CPU
+(``../shared/docs/trio_stack.md`` §1.5), whatever its size: the message walks ``HTTPStream.app_send`` →
+``H11Protocol.stream_send`` → ``TCPServer.protocol_send``, which takes a ``trio.Lock`` (a scheduler pass)
+and runs a shielded ``send_all`` (another). A streamed completion sends one message per token, so this is
+the largest cost of the whole frontend. For the middle of a chunked body none of that is needed: h11
+frames the chunk (and keeps its own state right), and one non-blocking ``send()`` on the socket usually
+takes all of it, with no scheduler pass at all.
+
+:func:`find` walks hypercorn's ``send`` callable down to the h11 connection and the trio socket, and
+accepts only what it understands: hypercorn's HTTP/1.1 protocol, an h11 connection that is sending a
+chunked body (the peer speaks HTTP/1.1 and the response has no ``content-length``), over a plain TCP
+``trio.SocketStream``. Anything else (HTTP/2, TLS, another server, other versions) gives ``None``, and the
+caller keeps using ASGI ``send``. The response's start and its end still go through ASGI, so hypercorn
+sees a normal response: headers, then (from its side) an empty body and the end of the message.
+
+Writing is exclusive with hypercorn's own writes: :meth:`DirectBody.write` takes hypercorn's send lock
+without waiting (``acquire_nowait``); if hypercorn holds it, the chunk goes through ASGI instead. A send
+that cannot complete at once (the client reads slowly) finishes with a shielded ``send_all`` under the
+lock, exactly as hypercorn does it, so a half-written chunk can never be followed by anything else.
+Cancellation: a write that completed at once is not a checkpoint; the shielded remainder cannot be
+cancelled (as in hypercorn) and ends when the client reads or the connection breaks. A dead connection
+raises :class:`BrokenConnection` (hypercorn's own path would drop the data silently).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import h11
+import trio
+
+_MAX_HOPS = 4
+
+
+class BrokenConnection(Exception):
+    """The client's connection is gone (reset, closed, or closed by the server)."""
+
+
+class DirectBody:
+    """Body chunks of one HTTP/1.1 response, written by h11 framing + a non-blocking socket send."""
+
+    def __init__(self, connection: h11.Connection, stream: trio.SocketStream, lock: trio.Lock) -> None:
+        self._connection = connection
+        self._stream = stream
+        self._lock = lock
+        self._sock: socket.socket = stream.socket._sock  # type: ignore[attr-defined]
+
+    async def write(self, data: bytes) -> bool:
+        """Send one body chunk. Returns ``False`` (nothing sent) if hypercorn is writing right now."""
+        lock = self._lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            return False
+        try:
+            try:
+                framed = self._connection.send(h11.Data(data=data))
+            except h11.LocalProtocolError as exc:  # the response ended or the connection failed
+                raise BrokenConnection(str(exc)) from None
+            assert framed is not None
+            try:
+                sent = self._sock.send(framed)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise BrokenConnection(str(exc)) from None
+            if sent < len(framed):
+                try:
+                    with trio.CancelScope(shield=True):
+                        await self._stream.send_all(memoryview(framed)[sent:])
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise BrokenConnection(str(exc)) from None
+        finally:
+            lock.release()
+        return True
+
+
+def find(send: Callable[..., Any]) -> DirectBody | None:
+    """The direct writer under hypercorn's ASGI ``send`` of a response whose headers went out, or ``None``.
+
+    Call it after ``http.response.start`` was sent (hypercorn writes the headers then), before any body.
+    """
+    for _ in range(_MAX_HOPS):  # our own wrappers (functools.wraps style) first
+        send = getattr(send, "__wrapped__", send)
+    http_stream = getattr(send, "__self__", None)
+    protocol = getattr(getattr(http_stream, "send", None), "__self__", None)
+    connection = getattr(protocol, "connection", None)
+    if not isinstance(connection, h11.Connection):
+        return None
+    if connection.our_state is not h11.SEND_BODY or connection.their_http_version != b"1.1":
+        return None
+    # h11 chose the framing when the headers went out: only chunked bodies are written here
+    if type(connection._writer).__name__ != "ChunkedWriter":
+        return None
+    server: Any = protocol
+    for _ in range(_MAX_HOPS):
+        server = getattr(getattr(server, "send", None), "__self__", None)
+        if server is None:
+            return None
+        stream, lock = getattr(server, "stream", None), getattr(server, "send_lock", None)
+        if stream is not None:
+            break
+    else:
+        return None
+    if type(stream) is not trio.SocketStream or not isinstance(lock, trio.Lock):
+        return None
+    if not isinstance(getattr(stream.socket, "_sock", None), socket.socket):
+        return None
+    return DirectBody(connection, stream, lock)
