@@ -4,9 +4,10 @@ Why this exists: every ASGI ``http.response.body`` message costs hypercorn-on-tr
 (``../shared/docs/trio_stack.md`` §1.5), whatever its size: the message walks ``HTTPStream.app_send`` →
 ``H11Protocol.stream_send`` → ``TCPServer.protocol_send``, which takes a ``trio.Lock`` (a scheduler pass)
 and runs a shielded ``send_all`` (another). A streamed completion sends one message per token, so this is
-the largest cost of the whole frontend. For the middle of a chunked body none of that is needed: h11
-frames the chunk (and keeps its own state right), and one non-blocking ``send()`` on the socket usually
-takes all of it, with no scheduler pass at all.
+the largest cost of the whole frontend. For the middle of a chunked body none of that is needed: a chunk
+is its length in hex, CRLF, the data, CRLF (h11 does nothing else for a ``Data`` event, and its state does
+not change), and one non-blocking ``send()`` on the socket usually takes all of it, with no scheduler
+pass at all.
 
 :func:`find` walks hypercorn's ``send`` callable down to the h11 connection and the trio socket, and
 accepts only what it understands: hypercorn's HTTP/1.1 protocol, an h11 connection that is sending a
@@ -51,17 +52,19 @@ class DirectBody:
 
     async def write(self, data: bytes) -> bool:
         """Send one body chunk. Returns ``False`` (nothing sent) if hypercorn is writing right now."""
+        if not data:  # an empty chunk would end the body
+            return True
         lock = self._lock
         try:
             lock.acquire_nowait()
         except trio.WouldBlock:
             return False
         try:
-            try:
-                framed = self._connection.send(h11.Data(data=data))
-            except h11.LocalProtocolError as exc:  # the response ended or the connection failed
-                raise BrokenConnection(str(exc)) from None
-            assert framed is not None
+            if self._connection.our_state is not h11.SEND_BODY:  # the response ended or the connection failed
+                raise BrokenConnection(f"the response is over ({self._connection.our_state})")
+            # One chunk of chunked transfer coding (RFC 9112 §7.1), framed as h11's ChunkedWriter does; a
+            # Data event changes no h11 state, so h11 stays right for the end of the message.
+            framed = b"%x\r\n%b\r\n" % (len(data), data)
             try:
                 sent = self._sock.send(framed)
             except BlockingIOError:

@@ -160,7 +160,9 @@ class RequestStream:
         self._pending: RequestDelta | None = None
         self._error: BaseException | None = None
         self._done = False  # the consumer has seen the terminal delta (or an error)
-        self._lot = trio.lowlevel.ParkingLot()
+        # The one task consuming this stream while it waits (a ParkingLot costs more per wake-up, and
+        # there is never more than one consumer).
+        self._waiter: trio.lowlevel.Task | None = None
         self._interval = stream_interval
         self._handed_out = False  # a delta went to the consumer (the first one is never held back)
 
@@ -175,7 +177,16 @@ class RequestStream:
         else:
             pending.merge(delta)
         if self._ready(pending):
-            self._lot.unpark_all()
+            self._wake()
+
+    def _abort_wait(self, _: Any) -> trio.lowlevel.Abort:
+        self._waiter = None  # cancelled while waiting: nothing was taken
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
 
     def _ready(self, pending: RequestDelta) -> bool:
         """Whether *pending* may go to the consumer now (always, unless ``stream_interval`` > 1)."""
@@ -189,7 +200,7 @@ class RequestStream:
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
-        self._lot.unpark_all()
+        self._wake()
 
     # consumer side ------------------------------------------------------------------------------
 
@@ -202,10 +213,10 @@ class RequestStream:
         """Wait for the next (coalesced) delta; raises ``StopAsyncIteration`` after the last one.
 
         A cancelled call takes nothing (outputs stay pending). A delta that is already waiting is
-        returned without yielding to the scheduler: every consumer writes it somewhere that checkpoints
-        (the HTTP send), and a consumer that does not (a non-streaming response collecting text) parks on
-        its next call, because only the reader task, which cannot run meanwhile, makes a delta pending.
-        Skipping that yield saves a scheduler pass per streamed event.
+        returned without yielding to the scheduler: only the reader task makes a delta pending, and it
+        cannot run until the consumer yields, so the consumer's next call parks; a consumer never runs
+        more than one step without a checkpoint. Skipping that yield saves a scheduler pass per event.
+        One task consumes a stream; a second concurrent waiter is a bug (``RuntimeError``).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
@@ -221,7 +232,10 @@ class RequestStream:
                 raise self._error
             if self._done:
                 raise StopAsyncIteration
-            await self._lot.park()
+            if self._waiter is not None:
+                raise RuntimeError(f"request {self.request_id} already has a consumer waiting")
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
 
     def __aiter__(self) -> AsyncIterator[RequestDelta]:
         return self
