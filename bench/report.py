@@ -283,6 +283,7 @@ def plots(slots: list[dict[str, Any]], prefix: Path) -> list[Path]:
         print("matplotlib is not installed: no plots (pip install matplotlib)", file=sys.stderr)
         return []
     c = cells(slots)
+    fronts = [f for f in FRONT_ORDER if any(k[2] == f for k in c)]
     written: list[Path] = []
     prefix.parent.mkdir(parents=True, exist_ok=True)
 
@@ -297,7 +298,7 @@ def plots(slots: list[dict[str, Any]], prefix: Path) -> list[Path]:
     if ttft_keys:
         fig, axes = plt.subplots(1, len(ttft_keys), figsize=(4.2 * len(ttft_keys), 3.6), squeeze=False)
         for ax, (engine, key) in zip(axes[0], ttft_keys, strict=True):
-            for front in FRONT_ORDER:
+            for front in fronts:
                 for i, res in enumerate(c.get((engine, key, front), [])):
                     xs = res.get("ttft_samples_ms") or []
                     if xs:
@@ -312,8 +313,8 @@ def plots(slots: list[dict[str, Any]], prefix: Path) -> list[Path]:
     cpu_keys = sorted({(e, k) for e, k, _ in c if family(k) in ("W1", "W2", "W3")}, key=_order)
     if cpu_keys:
         fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cpu_keys)), 3.8))
-        width = 0.8 / len(FRONT_ORDER)
-        for j, front in enumerate(FRONT_ORDER):
+        width = 0.8 / len(fronts)
+        for j, front in enumerate(fronts):
             xs, ys, lo, hi = [], [], [], []
             for i, (engine, key) in enumerate(cpu_keys):
                 vals = _vals(c.get((engine, key, front), []), _g("front_cpu_ms_per_req"))
@@ -335,7 +336,7 @@ def plots(slots: list[dict[str, Any]], prefix: Path) -> list[Path]:
 
     if any(k == "W3" for _, k, _ in c):
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        for front in FRONT_ORDER:
+        for front in fronts:
             for i, res in enumerate(c.get(("mock", "W3", front), [])):
                 xs = (res.get("aborts") or {}).get("abort_latency_samples_ms") or []
                 if xs:
@@ -350,7 +351,7 @@ def plots(slots: list[dict[str, Any]], prefix: Path) -> list[Path]:
 
     if any(k == "W4" for _, k, _ in c):
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        for front in FRONT_ORDER:
+        for front in fronts:
             for i, res in enumerate(c.get(("mock", "W4", front), [])):
                 s = res.get("samples") or []
                 if not s:
@@ -368,7 +369,7 @@ def plots(slots: list[dict[str, Any]], prefix: Path) -> list[Path]:
 
     if any(k == "W5" for _, k, _ in c):
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        for front in FRONT_ORDER:
+        for front in fronts:
             for i, res in enumerate(c.get(("mock", "W5", front), [])):
                 lv = res.get("levels") or []
                 if not lv:
