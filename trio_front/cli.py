@@ -119,11 +119,12 @@ def _add_frontend_options(p: argparse.ArgumentParser) -> None:
         "fewer, bigger events cost less CPU (default 1: every engine step)",
     )
     p.add_argument(
-        "--ws-send-timeout",
+        "--send-timeout",
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="close a WebSocket whose client leaves a message unread this long, aborting its requests",
+        help="cut off a client (streamed response or WebSocket) that leaves one write unread this long, "
+        "aborting its engine requests (default 30)",
     )
     p.add_argument("--graceful-timeout", type=float, default=5.0, help="seconds to drain on shutdown")
     p.add_argument("--chat-template", help="a chat template (file path, name, or Jinja source)")
@@ -214,7 +215,7 @@ def _frontend_config(args: argparse.Namespace, engine_addr: str, model: str) -> 
         port=args.port,
         keep_alive_interval=args.keep_alive_interval,
         stream_interval=args.stream_interval,
-        ws_send_timeout=args.ws_send_timeout,
+        send_timeout=args.send_timeout,
         graceful_timeout=args.graceful_timeout,
         allow_version_mismatch=args.allow_engine_version_mismatch,
         ping_interval=args.ping_interval,

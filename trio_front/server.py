@@ -48,8 +48,8 @@ class FrontendConfig:
     keep_alive_interval: float | None = None
     #: stream a request's tokens in deltas of this many (first and last excepted); 1 = every step
     stream_interval: int = 1
-    #: a WebSocket whose client leaves one message unread this long is closed (its requests aborted)
-    ws_send_timeout: float = 30.0
+    #: a client (SSE or WebSocket) that leaves one write unread this long is cut off, its requests aborted
+    send_timeout: float = 30.0
     graceful_timeout: float = 5.0
     allow_version_mismatch: bool = False
     ping_interval: float = 5.0
@@ -89,7 +89,8 @@ def build_app(config: FrontendConfig) -> App:
         served_model_name=config.served_model_name or config.model.name,
         model_path=str(config.model),
         keep_alive_interval=config.keep_alive_interval,
-        ws_options=WSOptions(send_timeout=config.ws_send_timeout),
+        send_timeout=config.send_timeout,
+        ws_options=WSOptions(send_timeout=config.send_timeout),
     )
     return App(state)
 

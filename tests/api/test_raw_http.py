@@ -4,13 +4,16 @@ on HTTP/1.1 (and the client still gets a well-formed chunked body), HTTP/1.0 kee
 
 from __future__ import annotations
 
+import socket
+import time
+
 import orjson
 import pytest
 import trio
 
 from trio_front.api import direct_body
 
-from .conftest import Server
+from .conftest import Server, start_server
 from .test_http_api import expected_tokens, sse
 
 BODY = {"prompt": [1, 5, 6], "max_tokens": 12, "stream": True, "stream_options": {"include_usage": True}}
@@ -96,3 +99,34 @@ async def test_connection_close_after_a_json_response(server: Server) -> None:
     response = await raw_exchange(server.port, request)  # returns only at EOF (fails after 10 s)
     head, _, payload = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and orjson.loads(payload)["usage"]["completion_tokens"] == 3
+
+
+async def test_a_streamed_response_whose_client_stops_reading_is_cut_off(nursery: trio.Nursery) -> None:
+    """--send-timeout for SSE: the client never reads, the server's writes back up, and one chunk that stays
+    unsent for the timeout gets the connection reset and the engine request aborted."""
+    server = await start_server(nursery, step_ms=0.2, max_model_len=400_000)
+    server.app.state.send_timeout = 1.0
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", server.port))
+    stream = trio.SocketStream(sock)
+    body = orjson.dumps({"prompt": [1, 5, 6], "max_tokens": 300_000, "ignore_eos": True, "stream": True})
+    started = time.monotonic()
+    await stream.send_all(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    with trio.fail_after(30):
+        while not server.aborts():
+            await trio.sleep(0.05)
+    cut_after = time.monotonic() - started
+    abort = server.mock.log.named("abort")[0]
+    assert server.aborts() == server.adds()  # the one request, aborted, not finished
+    assert 1.0 <= cut_after < 15, cut_after
+    assert abort["tokens"] < 300_000
+    with pytest.raises((ConnectionResetError, trio.BrokenResourceError)):  # RST, not a clean end
+        with trio.fail_after(10):
+            while await stream.receive_some(1 << 20):
+                pass
+    await server.settle()
+    assert server.app.engine.open_requests == 0

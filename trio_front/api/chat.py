@@ -162,7 +162,7 @@ async def _stream(
     usage_wanted: bool,
     send: Send,
 ) -> None:
-    sse = SSEWriter(send)
+    sse = SSEWriter(send, send_timeout=state.send_timeout)
     head: dict[str, Any] = {
         "id": request_id,
         "object": "chat.completion.chunk",

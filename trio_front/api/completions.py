@@ -170,7 +170,7 @@ async def _stream(
     usage_wanted: bool,
     send: Send,
 ) -> None:
-    sse = SSEWriter(send)
+    sse = SSEWriter(send, send_timeout=state.send_timeout)
     created = generations[0].created
     head = {"id": request_id, "object": "text_completion", "created": created, "model": model}
     # Every chunk event is this prefix, the choice, and ``]}``: the head is serialized once per request.

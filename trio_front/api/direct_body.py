@@ -18,11 +18,15 @@ sees a normal response: headers, then (from its side) an empty body and the end 
 
 Writing is exclusive with hypercorn's own writes: :meth:`DirectBody.write` takes hypercorn's send lock
 without waiting (``acquire_nowait``); if hypercorn holds it, the chunk goes through ASGI instead. A send
-that cannot complete at once (the client reads slowly) finishes with a shielded ``send_all`` under the
-lock, exactly as hypercorn does it, so a half-written chunk can never be followed by anything else.
-Cancellation: a write that completed at once is not a checkpoint; the shielded remainder cannot be
-cancelled (as in hypercorn) and ends when the client reads or the connection breaks. A dead connection
-raises :class:`BrokenConnection` (hypercorn's own path would drop the data silently).
+that cannot complete at once (the client reads slowly) finishes with ``send_all`` under the lock.
+
+A client that stops reading: once one chunk has waited ``send_timeout`` seconds, the connection is reset
+(RST, unsent data dropped, see :mod:`.transport`) and :class:`ClientStuck` is raised, so the request
+unwinds and its engine request is aborted; memory meanwhile stays bounded by the engine client's
+coalescing. Cancellation: a write that completed at once is not a checkpoint; a cancelled remainder
+leaves a partial chunk on the wire, which is harmless because a response abandoned mid-body makes
+hypercorn close the connection. A dead connection raises :class:`BrokenConnection` (hypercorn's own path
+would drop the data silently).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from typing import Any
 import h11
 import trio
 
+from . import transport
+
 _MAX_HOPS = 4
 
 
@@ -41,10 +47,17 @@ class BrokenConnection(Exception):
     """The client's connection is gone (reset, closed, or closed by the server)."""
 
 
+class ClientStuck(BrokenConnection):
+    """The client read nothing for ``send_timeout`` seconds; its connection was reset."""
+
+
 class DirectBody:
     """Body chunks of one HTTP/1.1 response, written by h11 framing + a non-blocking socket send."""
 
-    def __init__(self, connection: h11.Connection, stream: trio.SocketStream, lock: trio.Lock) -> None:
+    def __init__(
+        self, connection: h11.Connection, stream: trio.SocketStream, lock: trio.Lock, send_timeout: float
+    ) -> None:
+        self.send_timeout = send_timeout
         self._connection = connection
         self._stream = stream
         self._lock = lock
@@ -73,16 +86,19 @@ class DirectBody:
                 raise BrokenConnection(str(exc)) from None
             if sent < len(framed):
                 try:
-                    with trio.CancelScope(shield=True):
+                    with trio.move_on_after(self.send_timeout) as waited:
                         await self._stream.send_all(memoryview(framed)[sent:])
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     raise BrokenConnection(str(exc)) from None
+                if waited.cancelled_caught:
+                    transport.reset(self._stream)
+                    raise ClientStuck(f"the client read nothing for {self.send_timeout} s")
         finally:
             lock.release()
         return True
 
 
-def find(send: Callable[..., Any]) -> DirectBody | None:
+def find(send: Callable[..., Any], send_timeout: float = 30.0) -> DirectBody | None:
     """The direct writer under hypercorn's ASGI ``send`` of a response whose headers went out, or ``None``.
 
     Call it after ``http.response.start`` was sent (hypercorn writes the headers then), before any body.
@@ -113,4 +129,4 @@ def find(send: Callable[..., Any]) -> DirectBody | None:
         return None
     if not isinstance(getattr(stream.socket, "_sock", None), socket.socket):
         return None
-    return DirectBody(connection, stream, lock)
+    return DirectBody(connection, stream, lock, send_timeout)

@@ -172,8 +172,9 @@ class SSEWriter:
     body. Held events are lost if the client left meanwhile.
     """
 
-    def __init__(self, send: Send, *, direct: bool = True) -> None:
+    def __init__(self, send: Send, *, send_timeout: float = 30.0, direct: bool = True) -> None:
         self._send = send
+        self._send_timeout = send_timeout
         self.started = False
         self._held: list[bytes] = []
         self._want_direct = direct
@@ -184,7 +185,7 @@ class SSEWriter:
             self.started = True
             await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             if self._want_direct:
-                self._direct = direct_body.find(self._send)
+                self._direct = direct_body.find(self._send, self._send_timeout)
 
     async def event(self, payload: Any, *, hold: bool = False) -> None:
         """Send one event (*payload*: JSON bytes or a value to serialize); ``hold``: with the next write."""
@@ -231,6 +232,9 @@ class SSEWriter:
             try:
                 if await self._direct.write(data):
                     return
+            except direct_body.ClientStuck as exc:
+                log.warning("closed a streamed response: %s", exc)
+                raise ClientDisconnected from None
             except direct_body.BrokenConnection:
                 raise ClientDisconnected from None
         try:

@@ -24,6 +24,8 @@ class ServerState:
     served_model_name: str
     model_path: str
     keep_alive_interval: float | None = None
+    #: a streamed response whose client reads nothing this long is cut off (``--send-timeout``)
+    send_timeout: float = 30.0
     ws_options: WSOptions = attrs.Factory(WSOptions)
     ws_stats: WSStats = attrs.Factory(WSStats)
     _limits: ModelLimits | None = None

@@ -58,7 +58,7 @@ async def handle_post(state: ServerState, body: bytes, send: Send) -> None:
         outcome = await run_response(planned, _Discard())
         await send_json(send, 200, outcome.response)
         return
-    sse = SSEWriter(send)
+    sse = SSEWriter(send, send_timeout=state.send_timeout)
     await sse.start()
     await run_response(planned, _SSEEmitter(sse, state.keep_alive_interval))
     await sse.close()

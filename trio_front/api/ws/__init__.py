@@ -3,7 +3,6 @@
 * :mod:`.options` — per-server limits (:class:`WSOptions`) and counters (:class:`WSStats`);
 * :mod:`.outbox` — the bounded, coalescing queue of outgoing events of one socket;
 * :mod:`.socket` — one accepted socket: reader, writer, stuck-send watchdog, all in one nursery;
-* :mod:`.transport` — closing the TCP connection under a send that hypercorn will not let us cancel.
 
 Flow control in one paragraph: response tasks never wait for the network — they push into the socket's
 :class:`Outbox`, where their text deltas merge while the client lags (so a response holds a handful of

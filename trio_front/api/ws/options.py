@@ -1,6 +1,6 @@
 """Limits and counters for the WebSocket APIs; one of each lives on the :class:`~..state.ServerState`.
 
-``trio-front run --ws-send-timeout`` sets :attr:`WSOptions.send_timeout`; ``/metrics`` exports
+``trio-front run --send-timeout`` sets :attr:`WSOptions.send_timeout`; ``/metrics`` exports
 :class:`WSStats`.
 """
 

@@ -9,7 +9,7 @@ Task structure of a socket (:func:`serve_socket`)::
     └── responses                         started by the protocol with Socket.start_soon, one task each
 
 Why a separate writer: hypercorn's ``send`` blocks while the client does not read (it ends in a
-shielded ``send_all``, see :mod:`.transport`), and it cannot be cancelled. So response tasks never call
+shielded ``send_all``, see :mod:`..transport`), and it cannot be cancelled. So response tasks never call
 it: they push into the :class:`~.outbox.Outbox` (deltas coalesce there) and keep draining the engine.
 
 Why the reader stays in ``receive()``: hypercorn never cancels the app when the client goes away; it
@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 import trio
 
+from .. import transport
 from ..errors import APIError
 from ..http import Receive, Scope, Send
-from . import transport
 from .options import WSOptions, WSStats
 from .outbox import Outbox
 

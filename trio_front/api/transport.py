@@ -1,4 +1,4 @@
-"""Resetting the TCP connection under a WebSocket whose client stopped reading.
+"""Resetting the TCP connection under a client that stopped reading (WebSockets, streamed responses).
 
 Why this exists: hypercorn's trio worker writes every frame with ``await stream.send_all(data)`` inside
 a *shielded* cancel scope and under a per-connection lock (``hypercorn/trio/tcp_server.py``,
