@@ -52,7 +52,8 @@ class ClientStuck(BrokenConnection):
 
 
 class DirectBody:
-    """Body chunks of one HTTP/1.1 response, written by h11 framing + a non-blocking socket send."""
+    """Body chunks of one HTTP/1.1 response: chunk framing + a non-blocking socket send, under hypercorn's
+    send lock; the remainder of a partial send waits at most ``send_timeout``."""
 
     def __init__(
         self, connection: h11.Connection, stream: trio.SocketStream, lock: trio.Lock, send_timeout: float
