@@ -26,7 +26,8 @@ def _prompts(prompt: Any) -> list[str | list[int]]:
     """Normalize OpenAI's four prompt shapes to a list of texts or token-id lists."""
 
     def is_ids(value: Any) -> bool:
-        return isinstance(value, list) and all(type(t) is int for t in value)
+        # exact ints only (no bools, no floats); map/set run in C, which matters for 1k-token prompts
+        return isinstance(value, list) and (not value or set(map(type, value)) == {int})
 
     if isinstance(prompt, str):
         return [prompt]
@@ -67,9 +68,9 @@ async def handle(state: ServerState, body: bytes, send: Send) -> None:
             ids = await tok.encode_async(prompt, add_special_tokens=req.add_special_tokens)
             text = prompt
         else:
-            for tid in prompt:
-                if not 0 <= tid < limits.vocab_size:
-                    raise APIError(400, f"prompt contains out-of-vocab token id {tid}", param="prompt")
+            if min(prompt) < 0 or max(prompt) >= limits.vocab_size:
+                bad = next(t for t in prompt if not 0 <= t < limits.vocab_size)
+                raise APIError(400, f"prompt contains out-of-vocab token id {bad}", param="prompt")
             ids, text = prompt, ""
         try:
             max_tokens = check_prompt(len(ids), limits, req.max_tokens)
