@@ -211,23 +211,24 @@ class SSEWriter:
         """End the body (held events go with it)."""
         await self._end(b"")
 
-    async def _end(self, data: bytes) -> None:
+    async def _with_held(self, data: bytes) -> bytes:
+        """Start the response if needed; *data* preceded by the held events (now released)."""
         if not self.started:
             await self.start()
         if self._held:
             data = b"".join((*self._held, data))
             self._held.clear()
+        return data
+
+    async def _end(self, data: bytes) -> None:
+        data = await self._with_held(data)
         try:
             await self._send({"type": "http.response.body", "body": data, "more_body": False})
         except OSError:
             raise ClientDisconnected from None
 
     async def _raw(self, data: bytes) -> None:
-        if not self.started:
-            await self.start()
-        if self._held:
-            data = b"".join((*self._held, data))
-            self._held.clear()
+        data = await self._with_held(data)
         if self._direct is not None:
             try:
                 if await self._direct.write(data):
