@@ -116,16 +116,8 @@ def find(send: Callable[..., Any], send_timeout: float = 30.0) -> DirectBody | N
     # h11 chose the framing when the headers went out: only chunked bodies are written here
     if type(connection._writer).__name__ != "ChunkedWriter":
         return None
-    server: Any = protocol
-    for _ in range(_MAX_HOPS):
-        server = getattr(getattr(server, "send", None), "__self__", None)
-        if server is None:
-            return None
-        stream, lock = getattr(server, "stream", None), getattr(server, "send_lock", None)
-        if stream is not None:
-            break
-    else:
-        return None
+    server = transport.find_server(getattr(protocol, "send", None))
+    stream, lock = getattr(server, "stream", None), getattr(server, "send_lock", None)
     if type(stream) is not trio.SocketStream or not isinstance(lock, trio.Lock):
         return None
     if not isinstance(getattr(stream.socket, "_sock", None), socket.socket):

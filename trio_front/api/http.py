@@ -166,26 +166,24 @@ class SSEWriter:
 
     Every ASGI ``send`` costs hypercorn-on-trio tens of microseconds (protocol events, a lock, a shielded
     ``send_all``, scheduler passes) whatever its size, so events in the middle of the stream are written
-    straight to the socket where :mod:`.direct_body` can (HTTP/1.1 under hypercorn; ``direct=False`` turns
-    it off), and :meth:`event` with ``hold=True`` keeps an event back to go out with the next write: a
-    stream's last chunk, its usage event and ``[DONE]`` leave in one ``send`` together with the end of the
-    body. Held events are lost if the client left meanwhile.
+    straight to the socket where :mod:`.direct_body` can (HTTP/1.1 under hypercorn), and :meth:`event`
+    with ``hold=True`` keeps an event back to go out with the next write: a stream's last chunk, its usage
+    event and ``[DONE]`` leave in one ``send`` together with the end of the body. Held events are lost if
+    the client left meanwhile.
     """
 
-    def __init__(self, send: Send, *, send_timeout: float = 30.0, direct: bool = True) -> None:
+    def __init__(self, send: Send, *, send_timeout: float = 30.0) -> None:
         self._send = send
         self._send_timeout = send_timeout
         self.started = False
         self._held: list[bytes] = []
-        self._want_direct = direct
         self._direct: DirectBody | None = None
 
     async def start(self) -> None:
         if not self.started:
             self.started = True
             await self._send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            if self._want_direct:
-                self._direct = direct_body.find(self._send, self._send_timeout)
+            self._direct = direct_body.find(self._send, self._send_timeout)
 
     async def event(self, payload: Any, *, hold: bool = False) -> None:
         """Send one event (*payload*: JSON bytes or a value to serialize); ``hold``: with the next write."""

@@ -8,7 +8,7 @@ hypercorn's own graceful-shutdown deadline. The ASGI interface offers no way to 
 
 So we find it: the ``send`` callable hypercorn gives a WebSocket app is ``WSStream.app_send``; the
 stream's ``send`` is the HTTP/1.1 or HTTP/2 protocol's ``stream_send``, whose ``send`` is
-``TCPServer.protocol_send``, whose owner holds the trio stream. :func:`find_transport` walks that chain
+``TCPServer.protocol_send``, whose owner holds the trio stream. :func:`find_server` walks that chain
 generically (``__self__`` then ``.send``, looking for a ``.stream`` that is a trio stream) and returns
 ``None`` for any other server or wrapping. :func:`reset` sets ``SO_LINGER`` to zero (the kernel drops
 the unsent data and sends RST instead of keeping an orphaned socket around for minutes) and closes the
@@ -32,20 +32,29 @@ import trio
 _MAX_HOPS = 6
 
 
-def find_transport(send: Callable[..., Any]) -> trio.SocketStream | None:
-    """The trio socket stream under hypercorn's ASGI ``send`` callable, or ``None`` if not found."""
+def find_server(send: Callable[..., Any]) -> Any | None:
+    """The object under an ASGI ``send`` callable that holds the connection's trio stream (hypercorn's
+    ``TCPServer``, with ``.stream`` and ``.send_lock``), or ``None`` if the chain is not hypercorn's.
+
+    The walk goes ``__self__`` of each ``send``, then that object's ``.send``.
+    """
     obj: Any = send
     for _ in range(_MAX_HOPS):
         owner = getattr(obj, "__self__", None)
         if owner is None:
             return None
-        stream = getattr(owner, "stream", None)
-        if isinstance(stream, trio.SocketStream):
-            return stream
-        if isinstance(stream, trio.SSLStream) and isinstance(stream.transport_stream, trio.SocketStream):
-            return stream.transport_stream
+        if isinstance(getattr(owner, "stream", None), (trio.SocketStream, trio.SSLStream)):
+            return owner
         obj = getattr(owner, "send", None)
     return None
+
+
+def find_transport(send: Callable[..., Any]) -> trio.SocketStream | None:
+    """The trio socket stream under hypercorn's ASGI ``send`` callable (under TLS too), or ``None``."""
+    stream = getattr(find_server(send), "stream", None)
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream if isinstance(stream, trio.SocketStream) else None
 
 
 def reset(stream: trio.SocketStream) -> None:
