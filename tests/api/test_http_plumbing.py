@@ -3,10 +3,11 @@ watcher's callbacks (they run the moment the client leaves, before the cancelled
 
 from __future__ import annotations
 
+import orjson
 import pytest
 import trio
 
-from trio_front.api.http import SSEWriter, on_disconnect, run_with_disconnect
+from trio_front.api.http import SSEWriter, chunk_encoder, on_disconnect, run_with_disconnect
 from trio_front.cli import build_parser
 
 
@@ -82,3 +83,10 @@ def test_stream_interval_flag() -> None:
     assert args.stream_interval == 8
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--engine-addr", "tcp://h:1", "--model", "m", "--stream-interval", "0"])
+
+
+def test_chunk_encoder_matches_serializing_the_whole_chunk() -> None:
+    head = {"id": "cmpl-1", "object": "text_completion", "created": 7, "model": "m\u00e9"}
+    encode = chunk_encoder(head)
+    for choice in ({"index": 0, "text": 'a"b\n'}, {"index": 1, "text": "", "finish_reason": "length"}):
+        assert encode(choice) == orjson.dumps({**head, "choices": [choice]})

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from trio_front.engine.client import EngineError
 from trio_front.serving.generation import Chunk, Generation, GenerationError
 from trio_front.serving.params import ParamError, build_params, check_prompt
 from trio_front.text.chat_template import ChatTemplateError
 
 from .errors import APIError
-from .http import Send, SSEWriter, on_disconnect, send_json
+from .http import Send, SSEWriter, chunk_encoder, on_disconnect, send_json
 from .logprobs import chat_logprobs
 from .models import ChatCompletionRequest, parse_json, structure
 from .state import ServerState, include_usage, new_id, param_error
@@ -183,8 +181,7 @@ async def _stream(
         }
     )
     prefix = [_echo_prefix(req)]
-    # Every chunk event is this head, the choice, and ``]}``: the head is serialized once per request.
-    event_head = orjson.dumps({**head, "choices": []})[:-2]
+    encode = chunk_encoder(head)
 
     async def on_chunk(_index: int, _gen: Generation, chunk: Chunk) -> None:
         text = chunk.text
@@ -202,7 +199,7 @@ async def _stream(
         if chunk.finish_reason is not None:
             choice["stop_reason"] = chunk.stop_reason
         # The last chunk is held to leave with the usage event and [DONE] (one write).
-        await sse.event(event_head + orjson.dumps(choice) + b"]}", hold=chunk.finish_reason is not None)
+        await sse.event(encode(choice), hold=chunk.finish_reason is not None)
 
     try:
         await drive([gen], on_chunk, keep_alive=state.keep_alive_interval, on_idle=sse.keep_alive)

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from trio_front.engine.client import EngineError
 from trio_front.serving.generation import Chunk, Generation, GenerationError
 from trio_front.serving.params import ParamError, build_params, check_prompt
 
 from .errors import APIError
-from .http import Send, SSEWriter, on_disconnect, send_json
+from .http import Send, SSEWriter, chunk_encoder, on_disconnect, send_json
 from .logprobs import completion_logprobs
 from .models import CompletionRequest, parse_json, structure
 from .state import ServerState, include_usage, new_id, param_error
@@ -174,8 +172,7 @@ async def _stream(
     sse = SSEWriter(send, send_timeout=state.send_timeout)
     created = generations[0].created
     head = {"id": request_id, "object": "text_completion", "created": created, "model": model}
-    # Every chunk event is this prefix, the choice, and ``]}``: the head is serialized once per request.
-    prefix = orjson.dumps({**head, "choices": []})[:-2]
+    encode = chunk_encoder(head)
     echoed = [not req.echo for _ in generations]
     offsets = [0 for _ in generations]
     single = len(generations) == 1
@@ -200,7 +197,7 @@ async def _stream(
         }
         # A single prompt's last chunk is held to leave with the usage event and [DONE] (one write).
         hold = single and chunk.finish_reason is not None
-        await sse.event(prefix + orjson.dumps(choice) + b"]}", hold=hold)
+        await sse.event(encode(choice), hold=hold)
 
     await sse.start()
     try:

@@ -161,6 +161,19 @@ async def send_error(send: Send, error: APIError) -> None:
     await send_json(send, error.status, error.json())
 
 
+def chunk_encoder(head: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
+    """``encode(choice)`` → the JSON of ``{**head, "choices": [choice]}``, with *head* serialized once per
+    response rather than once per event (orjson keeps key order, so ``choices`` closes the object)."""
+    template = orjson.dumps({**head, "choices": []})
+    assert template.endswith(b"[]}")
+    prefix = template[:-2]
+
+    def encode(choice: dict[str, Any]) -> bytes:
+        return prefix + orjson.dumps(choice) + b"]}"
+
+    return encode
+
+
 class SSEWriter:
     """Server-sent events in vLLM's framing: ``data: <json>\\n\\n`` ... ``data: [DONE]\\n\\n``.
 
