@@ -44,6 +44,23 @@ async def test_http11_stream_is_written_directly(server: Server, direct_writes: 
     assert all(w.startswith(b"data: ") for w in direct_writes)
 
 
+def post_completion(body: dict, *, version: bytes = b"1.1", close: bool = True) -> bytes:
+    """A raw ``POST /v1/completions`` request (``Connection: close`` unless *close* is false; HTTP/1.0
+    closes by itself)."""
+    data = orjson.dumps(body)
+    connection = b"Connection: close\r\n" if close and version == b"1.1" else b""
+    return (
+        b"POST /v1/completions HTTP/"
+        + version
+        + b"\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + connection
+        + b"Content-Length: "
+        + str(len(data)).encode()
+        + b"\r\n\r\n"
+        + data
+    )
+
+
 async def raw_exchange(port: int, request: bytes) -> bytes:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
@@ -56,12 +73,7 @@ async def raw_exchange(port: int, request: bytes) -> bytes:
 
 
 async def test_http10_client_keeps_the_asgi_path(server: Server, direct_writes: list[bytes]) -> None:
-    body = orjson.dumps(BODY)
-    request = (
-        b"POST /v1/completions HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-    )
-    response = await raw_exchange(server.port, request)
+    response = await raw_exchange(server.port, post_completion(BODY, version=b"1.0"))
     head, _, payload = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
     assert payload.endswith(b"data: [DONE]\n\n")  # close-delimited, no chunk framing
@@ -69,12 +81,7 @@ async def test_http10_client_keeps_the_asgi_path(server: Server, direct_writes: 
 
 
 async def test_http11_raw_bytes_are_valid_chunked_framing(server: Server) -> None:
-    body = orjson.dumps(BODY)
-    request = (
-        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-    )
-    response = await raw_exchange(server.port, request)
+    response = await raw_exchange(server.port, post_completion(BODY))
     head, _, rest = response.partition(b"\r\n\r\n")
     assert b"transfer-encoding: chunked" in head.lower()
     payload = b""
@@ -91,11 +98,7 @@ async def test_http11_raw_bytes_are_valid_chunked_framing(server: Server) -> Non
 
 
 async def test_connection_close_after_a_json_response(server: Server) -> None:
-    body = orjson.dumps({"prompt": [1, 5, 6], "max_tokens": 3})
-    request = (
-        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-    )
+    request = post_completion({"prompt": [1, 5, 6], "max_tokens": 3})
     response = await raw_exchange(server.port, request)  # returns only at EOF (fails after 10 s)
     head, _, payload = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and orjson.loads(payload)["usage"]["completion_tokens"] == 3
@@ -110,12 +113,9 @@ async def test_a_streamed_response_whose_client_stops_reading_is_cut_off(nursery
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     await sock.connect(("127.0.0.1", server.port))
     stream = trio.SocketStream(sock)
-    body = orjson.dumps({"prompt": [1, 5, 6], "max_tokens": 300_000, "ignore_eos": True, "stream": True})
+    body = {"prompt": [1, 5, 6], "max_tokens": 300_000, "ignore_eos": True, "stream": True}
     started = time.monotonic()
-    await stream.send_all(
-        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-    )
+    await stream.send_all(post_completion(body, close=False))
     with trio.fail_after(30):
         while not server.aborts():
             await trio.sleep(0.05)
