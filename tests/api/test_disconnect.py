@@ -14,6 +14,7 @@ import orjson
 import pytest
 import trio
 
+from trio_front.api import disconnect
 from trio_front.text.tokenizer import Tokenizer
 
 from .conftest import Server, start_server
@@ -85,6 +86,26 @@ async def test_disconnect_of_a_non_streaming_request(server: Server) -> None:
     await trio.sleep(0.05)  # decoding, nothing sent to the client yet
     await stream.aclose()
     await assert_one_abort_each(server, 1)
+
+
+async def test_under_hypercorn_no_watcher_task_is_needed(server: Server, monkeypatch) -> None:
+    """The disconnect is seen by hypercorn's own connection task (our hook on its stream), not by a
+    watcher task one scheduler pass later; a hypercorn upgrade that breaks the hook fails here."""
+    watched: list[int] = []
+    run_with_watcher = disconnect._run_with_watcher
+
+    async def spy(*args):
+        watched.append(1)
+        return await run_with_watcher(*args)
+
+    monkeypatch.setattr(disconnect, "_run_with_watcher", spy)
+    stream = await open_request(
+        server, "/v1/completions", {"prompt": [1, 2, 3], "max_tokens": 1000, "stream": True}
+    )
+    await read_until(stream, b"data: {")
+    await stream.aclose()
+    await assert_one_abort_each(server, 1)
+    assert watched == []
 
 
 @pytest.mark.parametrize("server", [{"step_ms": 400}], indirect=True)

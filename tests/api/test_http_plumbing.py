@@ -7,7 +7,8 @@ import orjson
 import pytest
 import trio
 
-from trio_front.api.http import SSEWriter, chunk_encoder, on_disconnect, run_with_disconnect
+from trio_front.api.disconnect import on_disconnect, run_with_disconnect
+from trio_front.api.http import SSEWriter, chunk_encoder
 from trio_front.cli import build_parser
 
 

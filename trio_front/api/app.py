@@ -5,9 +5,9 @@ Structure of tasks (every one has an owner):
 * hypercorn's lifespan task runs :meth:`App._lifespan`, whose nursery owns the :class:`EngineClient`
   (its reader, socket monitors and liveness ping). Start-up completes at once so ``/health`` can say 503
   while the engine loads; shutdown cancels that nursery, which aborts whatever the engine still runs.
-* each HTTP request runs in hypercorn's connection task; its work runs in a per-request nursery beside a
-  task that watches for ``http.disconnect`` (``http.py``): a disconnect cancels the work, and leaving a
-  generation's context aborts its engine request.
+* each HTTP request runs in hypercorn's app task for it, in a cancel scope that the client's disconnect
+  cancels (``disconnect.py``; under hypercorn without a task of its own): the engine aborts go out at once,
+  and leaving a generation's context aborts its engine request too.
 * each WebSocket runs its own nursery (``ws/socket.py``) with one task per response (``realtime/``,
   ``responses/websocket.py``).
 """
@@ -23,8 +23,9 @@ import trio
 from trio_front.engine.client import EngineClient
 
 from . import admin, chat, completions, realtime, responses
+from .disconnect import ClientDisconnected, run_with_disconnect
 from .errors import APIError
-from .http import ClientDisconnected, Receive, Scope, Send, read_body, run_with_disconnect, send_error
+from .http import Receive, Scope, Send, read_body, send_error
 from .state import ServerState
 
 log = logging.getLogger("trio_front.api")
@@ -107,7 +108,7 @@ class App:
             if method == "POST" and path in self.post_routes:
                 handler = self.post_routes[path]
                 body = await read_body(receive)
-                await run_with_disconnect(receive, lambda: handler(state, body, tracked_send))
+                await run_with_disconnect(receive, lambda: handler(state, body, tracked_send), send)
             elif method == "GET" and path == "/health":
                 await admin.health(state, tracked_send)
             elif method == "GET" and path == "/v1/models":
@@ -147,7 +148,7 @@ class _TrackedSend:
 
     Why the shield: for a ``Connection: close`` or HTTP/1.0 client, hypercorn closes the connection inside
     the call that sends the last body message, and queues ``http.disconnect`` while doing so. The
-    disconnect watcher (``http.py``) then cancels the request, which would interrupt that close halfway
+    disconnect hook (``disconnect.py``) then cancels the request, which would interrupt that close halfway
     and leave the client waiting for an EOF that never comes.
     ``__wrapped__`` lets :mod:`.direct_body` reach the server's own ``send`` underneath.
     """

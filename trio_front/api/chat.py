@@ -13,8 +13,9 @@ from trio_front.serving.generation import Chunk, Generation, GenerationError
 from trio_front.serving.params import ParamError, build_params, check_prompt
 from trio_front.text.chat_template import ChatTemplateError
 
+from .disconnect import on_disconnect
 from .errors import APIError
-from .http import Send, SSEWriter, chunk_encoder, on_disconnect, send_json
+from .http import Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import chat_logprobs
 from .models import ChatCompletionRequest, parse_json, structure
 from .state import ServerState, include_usage, new_id, param_error

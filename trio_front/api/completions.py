@@ -1,7 +1,7 @@
 """``POST /v1/completions``: prompt as text, token ids, or a list of either; streaming or not.
 
-Everything runs inside the request's nursery (see ``http.py``): tokenization, the engine request and the
-response. Validation is complete before the engine sees anything.
+Everything runs inside the request's cancel scope (see ``disconnect.py``): tokenization, the engine
+request and the response. Validation is complete before the engine sees anything.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from trio_front.engine.client import EngineError
 from trio_front.serving.generation import Chunk, Generation, GenerationError
 from trio_front.serving.params import ParamError, build_params, check_prompt
 
+from .disconnect import on_disconnect
 from .errors import APIError
-from .http import Send, SSEWriter, chunk_encoder, on_disconnect, send_json
+from .http import Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import completion_logprobs
 from .models import CompletionRequest, parse_json, structure
 from .state import ServerState, include_usage, new_id, param_error

@@ -1,31 +1,21 @@
-"""ASGI plumbing for one HTTP request: body, the per-request nursery, JSON and SSE responses.
+"""ASGI plumbing for one HTTP request: its body, JSON responses and SSE streams.
 
-Hypercorn never cancels an app task when its client goes away: it only queues ``http.disconnect`` for the
-app's ``receive()``. So :func:`run_with_disconnect` keeps one task blocked in ``receive()`` for the whole
-response, beside the work, and cancels the request's scope when the client leaves, at any stage
-(tokenizing, queued in the engine, prefill, decode, streaming, or a non-streaming request still running).
-The engine request is then aborted by the generation's context manager on the way out.
-
-The watcher also runs the request's :func:`on_disconnect` callbacks (the engine aborts) itself, at once:
-waiting for the cancelled work task to unwind first would cost one more pass of trio's scheduler, and
-under load a pass runs every other stream's event (tens of milliseconds with hundreds of streams).
-
-Hypercorn's ``send`` does not raise on a dead connection either (ASGI 2.1); an ``OSError`` from it is also
-treated as a disconnect, for servers that follow ASGI 2.4.
+How a request notices its client leaving is :mod:`.disconnect`. Hypercorn's ``send`` does not raise on a
+dead connection (ASGI 2.1); an ``OSError`` from it is treated as a disconnect, for servers that follow
+ASGI 2.4.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from typing import Any
 
 import orjson
-import trio
 
 from . import direct_body
 from .direct_body import DirectBody
+from .disconnect import ClientDisconnected
 from .errors import APIError
 
 Scope = dict[str, Any]
@@ -45,28 +35,6 @@ SSE_HEADERS = [
 
 log = logging.getLogger("trio_front.api")
 
-#: The current request's disconnect callbacks (set by :func:`run_with_disconnect`).
-_disconnect_callbacks: ContextVar[list[Callable[[], None]] | None] = ContextVar(
-    "trio_front_disconnect_callbacks", default=None
-)
-
-
-class ClientDisconnected(Exception):
-    """The client went away (seen by ``receive()`` or by a failing ``send``)."""
-
-
-def on_disconnect(callback: Callable[[], None]) -> None:
-    """Have *callback* run synchronously as soon as the current request's client disconnects.
-
-    For work that must not wait for the request's cancelled task to unwind, i.e. the engine aborts
-    (which the unwinding also does: both are idempotent). Callbacks run in the watcher task right after
-    the request's scope was cancelled, in registration order; an exception is logged and skipped. Outside
-    :func:`run_with_disconnect` this does nothing.
-    """
-    callbacks = _disconnect_callbacks.get()
-    if callbacks is not None:
-        callbacks.append(callback)
-
 
 async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
     """Read the whole request body; 413 past *limit* bytes; :class:`ClientDisconnected` if the client left."""
@@ -83,63 +51,6 @@ async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
         parts.append(chunk)
         if not message.get("more_body", False):
             return b"".join(parts)
-
-
-async def run_with_disconnect(receive: Receive, work: Callable[[], Awaitable[None]]) -> bool:
-    """Run *work* in a nursery beside a task that watches for ``http.disconnect``.
-
-    Returns ``True`` if *work* completed, ``False`` if the client disconnected first (then *work* was
-    cancelled: its cleanup, e.g. the engine abort, has run). Exceptions from *work* propagate.
-    Callbacks that *work* registered with :func:`on_disconnect` run in the watcher when the client leaves.
-    """
-    disconnected = False
-    callbacks: list[Callable[[], None]] = []
-
-    async def watch(cancel_scope: trio.CancelScope) -> None:
-        nonlocal disconnected
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                disconnected = True
-                # Cancel first: a work task parked on engine output then wakes with Cancelled, not with
-                # the "aborted" error the callbacks below hand to its stream.
-                cancel_scope.cancel(reason="client disconnected")
-                for callback in callbacks:
-                    try:
-                        callback()
-                    except Exception:
-                        log.exception("disconnect callback failed")
-                return
-
-    token = _disconnect_callbacks.set(callbacks)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch, nursery.cancel_scope)
-            try:
-                await work()
-            except ClientDisconnected:
-                disconnected = True
-            nursery.cancel_scope.cancel(reason="response complete")
-    except BaseExceptionGroup as group:
-        raise unwrap(group) from None
-    finally:
-        _disconnect_callbacks.reset(token)
-    return not disconnected
-
-
-def unwrap(group: BaseExceptionGroup) -> BaseException:
-    """The one real error inside a nursery's exception group (the watcher only ever gets cancelled)."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        elif not isinstance(exc, trio.Cancelled):
-            leaves.append(exc)
-
-    walk(group)
-    return leaves[0] if len(leaves) == 1 else group
 
 
 async def send_json(

@@ -4,7 +4,7 @@ SSE framing is OpenAI's: ``event: <type>`` and ``data: <json>`` per event, no ``
 server's ``--keep-alive-interval``, an SSE comment goes out whenever nothing else did for that long
 (long prefills, a queue in the engine), so proxies do not cut the stream.
 
-The handler runs inside :func:`~trio_front.api.http.run_with_disconnect` (``App`` does that for every
+The handler runs inside :func:`~trio_front.api.disconnect.run_with_disconnect` (``App`` does that for every
 POST route): a client that disconnects cancels it and the generation aborts its engine request.
 """
 
