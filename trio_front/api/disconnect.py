@@ -31,6 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+try:  # hypercorn's internals, for the hook; anything else gets the watcher task
+    from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+except ImportError:  # pragma: no cover - another hypercorn layout
+    HTTPStream = ASGIHTTPState = None  # type: ignore[assignment,misc]
+
 if TYPE_CHECKING:
     from .http import Receive, Send
 
@@ -102,7 +107,9 @@ async def run_with_disconnect(
         original_put = stream.app_put
 
         async def app_put(message: dict[str, Any]) -> None:
-            if message["type"] == "http.disconnect":
+            # Hypercorn also says "disconnect" right after a complete response (the stream is recycled
+            # for the next request on the connection): nothing left to cancel then.
+            if message["type"] == "http.disconnect" and stream.state is not ASGIHTTPState.CLOSED:
                 request.left()
             await original_put(message)
 
@@ -124,10 +131,11 @@ def _hypercorn_stream(send: Send | None) -> Any | None:
     """Hypercorn's ``HTTPStream`` behind its ASGI ``send`` (``HTTPStream.app_send``), or ``None``."""
     stream = getattr(send, "__self__", None)
     if (
-        type(stream).__name__ == "HTTPStream"
-        and type(stream).__module__.startswith("hypercorn.")
+        HTTPStream is not None
+        and isinstance(stream, HTTPStream)
         and callable(getattr(stream, "app_put", None))
         and isinstance(getattr(stream, "closed", None), bool)
+        and isinstance(getattr(stream, "state", None), ASGIHTTPState)
     ):
         return stream
     return None
