@@ -1,0 +1,139 @@
+"""The ``hypercorn-floor`` frontend: what hypercorn-on-trio costs with (almost) no application at all.
+
+The issue sets a floor: "hypercorn-on-trio serves a hello-world at ~1.6–1.9k req/s per core and costs ~50 µs
+per SSE event; our per-request cost should approach that floor, not multiply it". This app measures that
+floor side by side with the real frontends, in the same run, under the same load generator.
+
+It speaks just enough of ``/v1/completions`` for the load generator, with trio-front's hypercorn settings
+and trio-front's ASGI message pattern, and no engine, no tokenizer, no validation:
+
+* the body is read and parsed with orjson (``max_tokens``, ``stream``), as any server must;
+* a streamed response is ``http.response.start``, one ``http.response.body`` per token but the last, and
+  the last chunk, the usage event and ``[DONE]`` in one final body message (trio-front's ``hold=True``);
+  a token is due at each tick of one 10 ms clock that wakes every stream at once, as the mock engine's
+  step does (a stream that falls behind skips ticks: it sends one token per tick it sees, never a batch);
+* each token is the text ``"a"``.
+
+So for W1 (1 output token) it is exactly trio-front's hypercorn traffic: a POST with a 1024-id body, a
+response start and one final body message. For W2 it streams every event through ASGI, i.e. without
+trio-front's direct socket writes (``api/direct_body.py``): a floor for *hypercorn's* streaming path.
+
+Run as ``python bench/floor_app.py --port N [--host H]``; ``bench/peers.py`` starts it as the frontend of
+a pair (the pair's mock engine is started too and simply never attached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import hypercorn.config
+import hypercorn.trio
+import orjson
+import trio
+
+STEP_S = 0.010
+
+
+class Ticker:
+    """One clock for every stream: :meth:`tick` returns at the next 10 ms step."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(STEP_S)
+            event, self._event = self._event, trio.Event()
+            event.set()
+
+    async def tick(self) -> None:
+        await self._event.wait()
+
+
+TICKER = Ticker()
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        async with trio.open_nursery() as nursery:  # the clock lives as long as the app
+            nursery.start_soon(TICKER.run)
+            while True:
+                kind = (await receive())["type"].rsplit(".", 1)[-1]
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    nursery.cancel_scope.cancel()
+                    return
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    if path == "/v1/completions" and scope["method"] == "POST":
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        await _completion(orjson.loads(body), send)
+    elif path == "/v1/models":
+        await _json(send, 200, {"object": "list", "data": [{"id": "tiny", "object": "model"}]})
+    elif path == "/health":
+        await _json(send, 200, {})
+    else:
+        await _json(send, 404, {"error": {"message": "not found"}})
+
+
+async def _completion(request: dict[str, Any], send: Any) -> None:
+    n = int(request.get("max_tokens") or 16)
+    head = {"id": "cmpl-floor", "object": "text_completion", "created": int(time.time()), "model": "tiny"}
+    usage = {"prompt_tokens": len(request.get("prompt") or ()), "completion_tokens": n}
+    usage["total_tokens"] = usage["prompt_tokens"] + n
+    if not request.get("stream"):
+        for _ in range(n):
+            await TICKER.tick()
+        choice = {"index": 0, "text": "a" * n, "finish_reason": "length"}
+        await _json(send, 200, {**head, "choices": [choice], "usage": usage})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    for _ in range(n - 1):
+        await TICKER.tick()
+        event = {**head, "choices": [{"index": 0, "text": "a", "finish_reason": None}]}
+        await send({"type": "http.response.body", "body": _sse(event), "more_body": True})
+    await TICKER.tick()
+    last = {**head, "choices": [{"index": 0, "text": "a", "finish_reason": "length"}]}
+    tail = _sse(last) + _sse({**head, "choices": [], "usage": usage}) + b"data: [DONE]\n\n"
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+async def _json(send: Any, status: int, payload: Any) -> None:
+    body = orjson.dumps(payload)
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    config = hypercorn.config.Config()
+    # trio-front's settings (trio_front/server.py serve_frontend)
+    config.bind = [f"{args.host}:{args.port}"]
+    config.backlog = 2048
+    config.keep_alive_timeout = 75
+    config.accesslog = None
+    trio.run(hypercorn.trio.serve, app, config)
+
+
+if __name__ == "__main__":
+    main()
