@@ -72,12 +72,18 @@ async def raw_exchange(port: int, request: bytes) -> bytes:
     return b"".join(parts)
 
 
-async def test_http10_client_keeps_the_asgi_path(server: Server, direct_writes: list[bytes]) -> None:
+async def test_http10_client_gets_a_close_delimited_body_written_directly(
+    server: Server, direct_writes: list[bytes]
+) -> None:
     response = await raw_exchange(server.port, post_completion(BODY, version=b"1.0"))
     head, _, payload = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
-    assert payload.endswith(b"data: [DONE]\n\n")  # close-delimited, no chunk framing
-    assert direct_writes == []
+    # close-delimited, no chunk framing: the body is the events themselves
+    assert payload.startswith(b"data: {") and payload.endswith(b"data: [DONE]\n\n")
+    events = [orjson.loads(e[6:]) for e in payload.split(b"\n\n") if e and e != b"data: [DONE]"]
+    text = "".join(e["choices"][0]["text"] for e in events if e["choices"])
+    assert text == server.app.state.tokenizer.decode(expected_tokens([1, 5, 6], 12))
+    assert len(direct_writes) >= 1 and b"".join(direct_writes) in payload
 
 
 async def test_http11_raw_bytes_are_valid_chunked_framing(server: Server) -> None:

@@ -1,4 +1,4 @@
-"""Streaming body chunks of an HTTP/1.1 response straight to its socket, under hypercorn.
+"""Streaming body chunks of an HTTP/1.x response straight to its socket, under hypercorn.
 
 Why this exists: every ASGI ``http.response.body`` message costs hypercorn-on-trio ~50 µs of CPU
 (``../shared/docs/trio_stack.md`` §1.5), whatever its size: the message walks ``HTTPStream.app_send`` →
@@ -7,12 +7,12 @@ and runs a shielded ``send_all`` (another). A streamed completion sends one mess
 the largest cost of the whole frontend. For the middle of a chunked body none of that is needed: a chunk
 is its length in hex, CRLF, the data, CRLF (h11 does nothing else for a ``Data`` event, and its state does
 not change), and one non-blocking ``send()`` on the socket usually takes all of it, with no scheduler
-pass at all.
+pass at all. An HTTP/1.0 client gets a close-delimited body, which h11 writes as the bare data.
 
 :func:`find` walks hypercorn's ``send`` callable down to the h11 connection and the trio socket, and
-accepts only what it understands: hypercorn's HTTP/1.1 protocol, an h11 connection that is sending a
-chunked body (the peer speaks HTTP/1.1 and the response has no ``content-length``), over a plain TCP
-``trio.SocketStream``. Anything else (HTTP/2, TLS, another server, other versions) gives ``None``, and the
+accepts only what it understands: hypercorn's HTTP/1.x protocol, an h11 connection that is sending a
+chunked body (HTTP/1.1) or a close-delimited one (HTTP/1.0), i.e. a response without ``content-length``,
+over a plain TCP ``trio.SocketStream``. Anything else (HTTP/2, TLS, another server) gives ``None``, and the
 caller keeps using ASGI ``send``. The response's start and its end still go through ASGI, so hypercorn
 sees a normal response: headers, then (from its side) an empty body and the end of the message.
 
@@ -52,13 +52,21 @@ class ClientStuck(BrokenConnection):
 
 
 class DirectBody:
-    """Body chunks of one HTTP/1.1 response: chunk framing + a non-blocking socket send, under hypercorn's
-    send lock; the remainder of a partial send waits at most ``send_timeout``."""
+    """Body chunks of one HTTP/1.x response: chunk framing (unless *chunked* is false: HTTP/1.0) + a
+    non-blocking socket send, under hypercorn's send lock; the remainder of a partial send waits at most
+    ``send_timeout``."""
 
     def __init__(
-        self, connection: h11.Connection, stream: trio.SocketStream, lock: trio.Lock, send_timeout: float
+        self,
+        connection: h11.Connection,
+        stream: trio.SocketStream,
+        lock: trio.Lock,
+        send_timeout: float,
+        *,
+        chunked: bool = True,
     ) -> None:
         self.send_timeout = send_timeout
+        self.chunked = chunked
         self._connection = connection
         self._stream = stream
         self._lock = lock
@@ -76,9 +84,10 @@ class DirectBody:
         try:
             if self._connection.our_state is not h11.SEND_BODY:  # the response ended or the connection failed
                 raise BrokenConnection(f"the response is over ({self._connection.our_state})")
-            # One chunk of chunked transfer coding (RFC 9112 §7.1), framed as h11's ChunkedWriter does; a
-            # Data event changes no h11 state, so h11 stays right for the end of the message.
-            framed = b"%x\r\n%b\r\n" % (len(data), data)
+            # One chunk of chunked transfer coding (RFC 9112 §7.1), framed as h11's ChunkedWriter does (its
+            # Http10Writer writes the bare data); a Data event changes no h11 state, so h11 stays right for
+            # the end of the message.
+            framed = b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data
             try:
                 sent = self._sock.send(framed)
             except BlockingIOError:
@@ -111,10 +120,11 @@ def find(send: Callable[..., Any], send_timeout: float = 30.0) -> DirectBody | N
     connection = getattr(protocol, "connection", None)
     if not isinstance(connection, h11.Connection):
         return None
-    if connection.our_state is not h11.SEND_BODY or connection.their_http_version != b"1.1":
+    if connection.our_state is not h11.SEND_BODY:
         return None
-    # h11 chose the framing when the headers went out: only chunked bodies are written here
-    if type(connection._writer).__name__ != "ChunkedWriter":
+    # h11 chose the framing when the headers went out: chunked (HTTP/1.1) or close-delimited (HTTP/1.0)
+    writer = type(connection._writer).__name__
+    if writer not in ("ChunkedWriter", "Http10Writer"):
         return None
     server = transport.find_server(getattr(protocol, "send", None))
     stream, lock = getattr(server, "stream", None), getattr(server, "send_lock", None)
@@ -122,4 +132,4 @@ def find(send: Callable[..., Any], send_timeout: float = 30.0) -> DirectBody | N
         return None
     if not isinstance(getattr(stream.socket, "_sock", None), socket.socket):
         return None
-    return DirectBody(connection, stream, lock, send_timeout)
+    return DirectBody(connection, stream, lock, send_timeout, chunked=writer == "ChunkedWriter")

@@ -90,7 +90,7 @@ class SSEWriter:
 
     Every ASGI ``send`` costs hypercorn-on-trio tens of microseconds (protocol events, a lock, a shielded
     ``send_all``, scheduler passes) whatever its size, so events in the middle of the stream are written
-    straight to the socket where :mod:`.direct_body` can (HTTP/1.1 under hypercorn), and :meth:`event`
+    straight to the socket where :mod:`.direct_body` can (HTTP/1.x under hypercorn), and :meth:`event`
     with ``hold=True`` keeps an event back to go out with the next write: a stream's last chunk, its usage
     event and ``[DONE]`` leave in one ``send`` together with the end of the body. Held events are lost if
     the client left meanwhile.
