@@ -155,6 +155,54 @@ async def test_stream_interval_per_request_and_held_tokens_wait_for_no_one() -> 
         await engine.wait_for(lambda: len(engine.aborted_ids) == 1)  # left early: exactly one abort
 
 
+async def test_consumers_are_woken_a_slice_per_scheduler_pass() -> None:
+    """One message with an output for each of 6 waiting streams, ``wake_slice=2``: everything is routed
+    first, then the consumers are woken two at a time, so the first ones run (and sockets get polled)
+    while the others still wait; nothing is lost."""
+    async with linked(wake_slice=2) as (client, engine, _):
+        streams = [client.generate([1], PARAMS) for _ in range(6)]
+        still_parked: list[int] = []
+
+        async def consume(stream) -> None:
+            async with stream:
+                assert (await stream.next_delta()).token_ids == [7]
+                still_parked.append(sum(s._waiter is not None for s in streams))
+
+        async with trio.open_nursery() as nursery:
+            for stream in streams:
+                nursery.start_soon(consume, stream)
+            await engine.wait_for(lambda: len(engine.adds) == 6)
+            await trio.testing.wait_all_tasks_blocked()
+            engine.emit(*(out(s.request_id, [7]) for s in streams))
+        assert len(still_parked) == 6
+        assert max(still_parked) >= 2  # woken all at once, none would still be parked
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"), [(60.0, "ww|ww|ww"), (0.0, "ww|wwww")], ids=["quick-passes", "slow-pass"]
+)
+async def test_a_slow_pass_gets_the_rest_woken_at_once(
+    budget: float, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """6 consumers, ``wake_slice=2``: a yield to the scheduler after every two while passes are quick; once
+    a pass took longer than ``wake_pass_budget`` (here: any), everyone left is woken at once."""
+    client = EngineClient(LinkConfig("tcp://127.0.0.1:1", wake_slice=2, wake_pass_budget=budget))
+    trace: list[str] = []
+    checkpoint = trio.lowlevel.checkpoint
+
+    async def traced_checkpoint() -> None:
+        trace.append("|")
+        await checkpoint()
+
+    class Consumer:
+        def _wake(self) -> None:
+            trace.append("w")
+
+    monkeypatch.setattr(trio.lowlevel, "checkpoint", traced_checkpoint)
+    await client._wake_in_slices([Consumer() for _ in range(6)])  # type: ignore[list-item]
+    assert "".join(trace) == expected
+
+
 async def test_late_outputs_for_unknown_ids_are_dropped() -> None:
     async with linked() as (client, engine, _):
         engine.emit(out("nobody-1", [1]))

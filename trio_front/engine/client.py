@@ -15,6 +15,15 @@ coalescing slot, and while its consumer lags, new token ids are appended to the 
 with the tokens not yet sent, never with a queue of messages. Outputs for unknown ids (late outputs of
 aborted requests) are dropped.
 
+The reader first routes everything the engine sent (deltas merge), then wakes the consumers that wait,
+``wake_slice`` per pass of trio's scheduler. An engine step carries one output per running request;
+waking hundreds of consumers at once would make one pass of all their work, and sockets are polled only
+between passes, so a client's disconnect (or a new request) would wait for all of it: with 256 streams,
+8–15 ms on a 2-vCPU machine. Two measured traps shape this: waking while routing, slice by slice, cost
+15–25% of throughput (more, smaller events); and during a burst of new requests every pass also runs
+their work, so slices starved the streams (inter-token gaps of a second at 1024 clients). Hence, once a
+pass takes longer than ``wake_pass_budget``, the rest are woken at once.
+
 The engine's death (the ``ENGINE_CORE_DEAD`` sentinel, its sockets disconnecting, or no answer to a
 periodic utility ping) marks the client dead: every open stream and utility call fails with one
 :class:`EngineDeadError`, and :attr:`EngineClient.state` says so for health checks.
@@ -92,6 +101,10 @@ class LinkConfig:
     allow_version_mismatch: bool = False
     #: Default for :meth:`EngineClient.generate`'s ``stream_interval`` (vLLM's ``--stream-interval``).
     stream_interval: int = 1
+    #: The reader wakes at most this many consumers per pass of trio's scheduler (see the module doc).
+    wake_slice: int = 32
+    #: ... unless one such pass took longer than this (seconds): then it wakes all the rest at once.
+    wake_pass_budget: float = 0.003
 
 
 def default_pair(engine_addr: str, index: int = 0) -> tuple[str, str]:
@@ -168,7 +181,8 @@ class RequestStream:
 
     # called by the client's reader --------------------------------------------------------------
 
-    def _deliver(self, delta: RequestDelta) -> None:
+    def _deliver(self, delta: RequestDelta) -> bool:
+        """Merge *delta* into the slot; whether the consumer is waiting for it (the caller wakes it)."""
         if self.first_output_at is None:
             self.first_output_at = time.monotonic()
         pending = self._pending
@@ -176,8 +190,7 @@ class RequestStream:
             self._pending = pending = delta
         else:
             pending.merge(delta)
-        if self._ready(pending):
-            self._wake()
+        return self._waiter is not None and self._ready(pending)
 
     def _abort_wait(self, _: Any) -> trio.lowlevel.Abort:
         self._waiter = None  # cancelled while waiting: nothing was taken
@@ -516,6 +529,7 @@ class EngineClient:
 
     async def _read_outputs(self, sock: TrioSocket) -> None:
         while True:
+            wake: list[RequestStream] = []
             for frames in await sock.receive_batch():
                 if frames[0] == wire.ENGINE_CORE_DEAD:
                     self._die(
@@ -527,9 +541,27 @@ class EngineClient:
                 except Exception as exc:  # a frame we cannot read means we no longer know the state
                     self._die(EngineDeadError(f"undecodable engine output: {exc}"))
                     return
-                self._route(outputs, frames[1:] or None)
+                self._route(outputs, frames[1:] or None, wake)
+            await self._wake_in_slices(wake)
 
-    def _route(self, outputs: wire.EngineCoreOutputs, aux: list[bytes] | None) -> None:
+    async def _wake_in_slices(self, wake: list[RequestStream]) -> None:
+        step, budget = self.config.wake_slice, self.config.wake_pass_budget
+        start = 0
+        while start < len(wake):
+            for stream in wake[start : start + step]:
+                stream._wake()
+            start += step
+            if start < len(wake):
+                # Let the woken consumers run, and the sockets be polled, before waking more; but when a
+                # pass is slow, other work (a burst of new requests) crowds it: wake the rest at once.
+                began = time.perf_counter()
+                await trio.lowlevel.checkpoint()
+                if time.perf_counter() - began > budget:
+                    step = len(wake)
+
+    def _route(
+        self, outputs: wire.EngineCoreOutputs, aux: list[bytes] | None, wake: list[RequestStream]
+    ) -> None:
         if outputs.scheduler_stats is not None:
             self.scheduler_stats = outputs.scheduler_stats
         streams = self._streams
@@ -551,13 +583,15 @@ class EngineClient:
             if finish is not None:
                 del streams[out.request_id]
                 self.stats["finished"] += 1
-            stream._deliver(delta)
+            if stream._deliver(delta):
+                wake.append(stream)
         if outputs.finished_requests:
             # Safety net: engine-side finishes (errors, engine aborts) are also listed here.
             for rid in outputs.finished_requests:
                 stream = streams.pop(rid, None)
                 if stream is not None:
-                    stream._deliver(RequestDelta(token_ids=[], finish_reason=wire.FinishReason.ABORT))
+                    if stream._deliver(RequestDelta(token_ids=[], finish_reason=wire.FinishReason.ABORT)):
+                        wake.append(stream)
         if outputs.utility_output is not None:
             result = wire.decode_utility_result(outputs.utility_output)
             pending = self._calls.get(result.call_id)
