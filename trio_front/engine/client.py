@@ -545,6 +545,8 @@ class EngineClient:
             await self._wake_in_slices(wake)
 
     async def _wake_in_slices(self, wake: list[RequestStream]) -> None:
+        """Wake *wake*'s consumers, ``wake_slice`` per scheduler pass (see the module doc). Cancelled
+        midway (the client is closing), the rest are never woken here: closing fails every stream."""
         step, budget = self.config.wake_slice, self.config.wake_pass_budget
         start = 0
         while start < len(wake):
