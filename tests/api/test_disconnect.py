@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from trio_front.api import disconnect
+from trio_front.serving.generation import Generation
 from trio_front.text.tokenizer import Tokenizer
 
 from .conftest import Server, start_server
@@ -106,6 +107,35 @@ async def test_under_hypercorn_no_watcher_task_is_needed(server: Server, monkeyp
     await stream.aclose()
     await assert_one_abort_each(server, 1)
     assert watched == []
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions", "/v1/responses"])
+async def test_every_post_route_aborts_from_the_disconnect_itself(
+    server: Server, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """``drive`` registers the generations' abort as a disconnect callback, so it runs where the disconnect
+    is seen, before the cancelled handler unwinds (which would abort too, one scheduler pass later)."""
+    causes: list[str] = []
+    abort = Generation.abort
+
+    def spy(self: Generation, cause: str = "aborted") -> None:
+        causes.append(cause)
+        abort(self, cause)
+
+    monkeypatch.setattr(Generation, "abort", spy)
+    body: dict = {"max_tokens": 1000, "stream": True}
+    if path == "/v1/completions":
+        body["prompt"] = [1, 2, 3]
+    elif path == "/v1/chat/completions":
+        body["messages"] = [{"role": "user", "content": "hi"}]
+    else:
+        body["input"] = "hi"
+        body["max_output_tokens"] = body.pop("max_tokens")
+    stream = await open_request(server, path, body)
+    await read_until(stream, b"data: {")
+    await stream.aclose()
+    await assert_one_abort_each(server, 1)
+    assert causes == ["client disconnected"]
 
 
 @pytest.mark.parametrize("server", [{"step_ms": 400}], indirect=True)

@@ -13,7 +13,6 @@ from trio_front.serving.generation import Chunk, Generation, GenerationError
 from trio_front.serving.params import ParamError, build_params, check_prompt
 from trio_front.text.chat_template import ChatTemplateError
 
-from .disconnect import on_disconnect
 from .errors import APIError
 from .http import Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import chat_logprobs
@@ -95,8 +94,6 @@ async def handle(state: ServerState, body: bytes, send: Send) -> None:
     state.check_model(req.model)
     usage_wanted = include_usage(req.stream_options)
     generation, request_id = await prepare(state, req, stream=req.stream)
-    # Abort the engine request the moment the client leaves, not once this task has unwound.
-    on_disconnect(lambda: generation.abort("client disconnected"))
     model = req.model or state.served_model_name
     if req.stream:
         await _stream(state, req, generation, request_id, model, usage_wanted, send)

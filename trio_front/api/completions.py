@@ -15,7 +15,6 @@ from trio_front.engine.client import EngineError
 from trio_front.serving.generation import Chunk, Generation, GenerationError
 from trio_front.serving.params import ParamError, build_params, check_prompt
 
-from .disconnect import on_disconnect
 from .errors import APIError
 from .http import Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import completion_logprobs
@@ -107,12 +106,6 @@ async def handle(state: ServerState, body: bytes, send: Send) -> None:
             )
         )
 
-    def abort_all() -> None:
-        for gen in generations:
-            gen.abort("client disconnected")
-
-    # Abort the engine requests the moment the client leaves, not once this task has unwound.
-    on_disconnect(abort_all)
     model = req.model or state.served_model_name
     if req.stream:
         await _stream(state, req, generations, prompt_texts, request_id, model, usage_wanted, send)

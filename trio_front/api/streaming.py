@@ -4,6 +4,9 @@ A single generation (the common case) is iterated directly, one SSE event per en
 client coalesces deltas while the client lags, so a slow reader gets bigger events, never a backlog. For
 several prompts in one request, one task per generation feeds a channel of size 0 (a rendezvous), so a
 slow client stalls the producers rather than growing a queue; their engine outputs keep coalescing.
+
+Inside an HTTP request, :func:`drive` also has the generations aborted the moment the client leaves
+(:func:`~.disconnect.on_disconnect`), not once the cancelled task has unwound.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from contextlib import AsyncExitStack
 import trio
 
 from trio_front.serving.generation import Chunk, Generation
+
+from .disconnect import on_disconnect
 
 OnChunk = Callable[[int, Generation, Chunk], Awaitable[None]]
 OnIdle = Callable[[], Awaitable[None]]
@@ -34,6 +39,12 @@ async def drive(
     async with AsyncExitStack() as stack:
         for generation in generations:
             await stack.enter_async_context(generation)
+
+        def abort_all() -> None:
+            for generation in generations:
+                generation.abort("client disconnected")
+
+        on_disconnect(abort_all)
         if len(generations) == 1:
             await _drive_one(0, generations[0], on_chunk, keep_alive, on_idle)
             return

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..disconnect import on_disconnect
 from ..http import Send, SSEWriter, send_json
 from ..models import parse_json, structure
 from ..state import ServerState
@@ -55,9 +54,6 @@ class _Discard:
 async def handle_post(state: ServerState, body: bytes, send: Send) -> None:
     req = structure(parse_json(body), ResponsesRequest)
     planned = await plan(state, req, new_response_id())
-    gen = planned.generation
-    if gen is not None:  # abort the moment the client leaves, not once this task has unwound
-        on_disconnect(lambda: gen.abort("client disconnected"))
     if not req.stream:
         outcome = await run_response(planned, _Discard())
         await send_json(send, 200, outcome.response)
