@@ -147,9 +147,10 @@ class _TrackedSend:
     and shields a response's last message.
 
     Why the shield: for a ``Connection: close`` or HTTP/1.0 client, hypercorn closes the connection inside
-    the call that sends the last body message, and queues ``http.disconnect`` while doing so. The
-    disconnect hook (``disconnect.py``) then cancels the request, which would interrupt that close halfway
-    and leave the client waiting for an EOF that never comes.
+    the call that sends the last body message, and queues ``http.disconnect`` while doing so. A disconnect
+    watcher (``disconnect.py``, for servers where its hypercorn hook does not apply; the hook ignores a
+    disconnect after a complete response) would then cancel the request, interrupting that close halfway
+    and leaving the client waiting for an EOF that never comes.
     ``__wrapped__`` lets :mod:`.direct_body` reach the server's own ``send`` underneath.
     """
 

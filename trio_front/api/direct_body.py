@@ -115,8 +115,7 @@ def find(send: Callable[..., Any], send_timeout: float = 30.0) -> DirectBody | N
     """
     for _ in range(_MAX_HOPS):  # our own wrappers (functools.wraps style) first
         send = getattr(send, "__wrapped__", send)
-    http_stream = getattr(send, "__self__", None)
-    protocol = getattr(getattr(http_stream, "send", None), "__self__", None)
+    protocol = getattr(getattr(transport.http_stream(send), "send", None), "__self__", None)
     connection = getattr(protocol, "connection", None)
     if not isinstance(connection, h11.Connection):
         return None

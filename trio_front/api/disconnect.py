@@ -31,10 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-try:  # hypercorn's internals, for the hook; anything else gets the watcher task
-    from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
-except ImportError:  # pragma: no cover - another hypercorn layout
-    HTTPStream = ASGIHTTPState = None  # type: ignore[assignment,misc]
+from . import transport
 
 if TYPE_CHECKING:
     from .http import Receive, Send
@@ -99,7 +96,7 @@ async def run_with_disconnect(
     abort, has run). Exceptions from *work* propagate. Callbacks that *work* registered with
     :func:`on_disconnect` run the moment the client leaves.
     """
-    stream = _hypercorn_stream(send)
+    stream = transport.http_stream(send)
     if stream is None:
         return await _run_with_watcher(receive, work)
     with trio.CancelScope() as scope:
@@ -109,7 +106,7 @@ async def run_with_disconnect(
         async def app_put(message: dict[str, Any]) -> None:
             # Hypercorn also says "disconnect" right after a complete response (the stream is recycled
             # for the next request on the connection): nothing left to cancel then.
-            if message["type"] == "http.disconnect" and stream.state is not ASGIHTTPState.CLOSED:
+            if message["type"] == "http.disconnect" and not transport.response_complete(stream):
                 request.left()
             await original_put(message)
 
@@ -125,20 +122,6 @@ async def run_with_disconnect(
             stream.app_put = original_put
             _disconnect_callbacks.reset(token)
     return not request.disconnected
-
-
-def _hypercorn_stream(send: Send | None) -> Any | None:
-    """Hypercorn's ``HTTPStream`` behind its ASGI ``send`` (``HTTPStream.app_send``), or ``None``."""
-    stream = getattr(send, "__self__", None)
-    if (
-        HTTPStream is not None
-        and isinstance(stream, HTTPStream)
-        and callable(getattr(stream, "app_put", None))
-        and isinstance(getattr(stream, "closed", None), bool)
-        and isinstance(getattr(stream, "state", None), ASGIHTTPState)
-    ):
-        return stream
-    return None
 
 
 async def _run_with_watcher(receive: Receive, work: Callable[[], Awaitable[None]]) -> bool:

@@ -17,6 +17,10 @@ that as a closed connection, and our writer's ``send`` returns.
 
 Over HTTP/2 this resets the whole connection (every stream on it): acceptable for a client that has
 stopped reading anyway.
+
+:func:`http_stream` finds the request's own hypercorn ``HTTPStream`` (the first hop of an HTTP ``send``),
+for the disconnect hook (:mod:`.disconnect`) and the direct body writer (:mod:`.direct_body`). This module
+is where our knowledge of hypercorn's internals lives.
 """
 
 from __future__ import annotations
@@ -29,7 +33,32 @@ from typing import Any
 
 import trio
 
+try:  # hypercorn's internals; without them every caller keeps plain ASGI
+    from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+except ImportError:  # pragma: no cover - another hypercorn layout
+    HTTPStream = ASGIHTTPState = None  # type: ignore[assignment,misc]
+
 _MAX_HOPS = 6
+
+
+def http_stream(send: Callable[..., Any] | None) -> Any | None:
+    """Hypercorn's ``HTTPStream`` behind its ASGI ``send`` for an HTTP request (``HTTPStream.app_send``),
+    with the attributes we use (``app_put``, ``closed``, ``state``, ``send``), or ``None``."""
+    stream = getattr(send, "__self__", None)
+    if (
+        HTTPStream is not None
+        and isinstance(stream, HTTPStream)
+        and callable(getattr(stream, "app_put", None))
+        and isinstance(getattr(stream, "closed", None), bool)
+        and isinstance(getattr(stream, "state", None), ASGIHTTPState)
+    ):
+        return stream
+    return None
+
+
+def response_complete(stream: Any) -> bool:
+    """Whether *stream* (from :func:`http_stream`) has sent its whole response."""
+    return stream.state is ASGIHTTPState.CLOSED
 
 
 def find_server(send: Callable[..., Any]) -> Any | None:
