@@ -1,0 +1,41 @@
+"""``--tool-call-parser`` names → parser classes, imported lazily (a server loads only its own)."""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import ToolParser
+
+#: name → "module:Class" within this package. One line per family (aliases share a class).
+TOOL_PARSERS: dict[str, str] = {
+    "hermes": "hermes:HermesToolParser",
+    "qwen3_json": "hermes:HermesToolParser",
+    "llama3_json": "llama_json:Llama3JsonToolParser",
+    "llama4_json": "llama_json:Llama4JsonToolParser",
+    "mistral": "mistral:MistralToolParser",
+    "pythonic": "pythonic:PythonicToolParser",
+    "llama4_pythonic": "pythonic:Llama4PythonicToolParser",
+    "qwen3_coder": "qwen3_coder:Qwen3CoderToolParser",
+    "qwen3_xml": "qwen3_xml:Qwen3XmlToolParser",
+    "deepseek_v3": "deepseek_v3:DeepSeekV3ToolParser",
+    "deepseek_v31": "deepseek_v31:DeepSeekV31ToolParser",
+    "kimi_k2": "kimi_k2:KimiK2ToolParser",
+    "glm45": "glm45:Glm45ToolParser",
+}
+
+
+class UnknownParserError(ValueError):
+    pass
+
+
+def tool_parser_class(name: str) -> type[ToolParser]:
+    """The class for *name*; :class:`UnknownParserError` lists the known names."""
+    target = TOOL_PARSERS.get(name)
+    if target is None:
+        raise UnknownParserError(
+            f"unknown tool call parser {name!r}; known: {', '.join(sorted(TOOL_PARSERS))}"
+        )
+    module, cls = target.split(":")
+    parser = getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+    assert issubclass(parser, ToolParser)
+    return parser
