@@ -59,7 +59,9 @@ def marker_model(tokens: Sequence[str], *, special: bool = False, dst: Path | No
     return dst
 
 
-def vllm_results(cases: Sequence[dict[str, Any]], tokens: Sequence[str], *, special: bool = False) -> list[Any]:
+def vllm_results(
+    cases: Sequence[dict[str, Any]], tokens: Sequence[str], *, special: bool = False
+) -> list[Any]:
     """vLLM's answer for each case (see ``oracle.py`` for the case shapes). Skips without the engine
     venv locally; in CI (``CI`` set) a missing venv is a failure."""
     try:

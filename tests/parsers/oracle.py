@@ -60,11 +60,14 @@ def run(case, tokenizer, request_cls, tools_mgr, reasoning_mgr):
             "tools_called": info.tools_called,
             "content": info.content,
             "calls": [
-                {"name": c.function.name, "arguments": c.function.arguments, "id": c.id} for c in info.tool_calls
+                {"name": c.function.name, "arguments": c.function.arguments, "id": c.id}
+                for c in info.tool_calls
             ],
         }
     parser_cls = reasoning_mgr.get_reasoning_parser(case["parser"])
-    kwargs = {"chat_template_kwargs": case["chat_template_kwargs"]} if case.get("chat_template_kwargs") else {}
+    kwargs = (
+        {"chat_template_kwargs": case["chat_template_kwargs"]} if case.get("chat_template_kwargs") else {}
+    )
     parser = parser_cls(tokenizer, **kwargs)
     if op == "reasoning":
         reasoning, content = parser.extract_reasoning(case["text"], request(request_cls, case))
