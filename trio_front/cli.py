@@ -41,6 +41,11 @@ def _add_mock_engine_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--event-log", metavar="FILE", help="append events as JSON lines to FILE")
     p.add_argument("--log-steps", action="store_true", help="also log one 'step' event per engine step")
     p.add_argument(
+        "--script",
+        metavar="FILE",
+        help="JSON script of prompt-substring -> output rules (format: trio_front/engine/mock/script.py)",
+    )
+    p.add_argument(
         "--hazards",
         choices=("faithful", "log"),
         default="faithful",
@@ -67,6 +72,7 @@ def _run_mock_engine(args: argparse.Namespace) -> int:
         keep_events=False,  # a long benchmark would grow the in-memory list without bound
         log_steps=args.log_steps,
         hazards=args.hazards,
+        script=args.script,
     )
     ctx = zmq.Context()
     engine = MockEngine(config, zmq_context=ctx)

@@ -17,6 +17,9 @@ In a test::
     await engine.log.wait_for("abort", request_id=rid)
     engine.die()  /  engine.wedge()
 
+With ``MockEngineConfig(script=FILE)`` prompts that match a rule of the JSON script get the scripted
+output (then EOS) instead — realistic model text for parser tests; see :mod:`.script` for the format.
+
 From a shell: ``trio-front mock-engine --engine-addr tcp://127.0.0.1:PORT`` (see ``trio_front.cli``).
 """
 
@@ -33,6 +36,7 @@ from .rules import (
     logprob_row,
     mock_token,
 )
+from .script import Script, ScriptError, load_script, parse_script
 
 __all__ = [
     "EOS_SEED_BASE",
@@ -44,9 +48,13 @@ __all__ = [
     "MockEngine",
     "MockEngineConfig",
     "PauseState",
+    "Script",
+    "ScriptError",
     "eos_seed",
     "expected_output",
+    "load_script",
     "logprob_row",
     "mock_token",
+    "parse_script",
     "run_mock_engine",
 ]

@@ -32,6 +32,7 @@ from .. import wire
 from .events import EventLog
 from .requests import InputDecodeError, MockRequest, decode_abort, decode_add, decode_utility
 from .rules import FIRST_ORDINARY_ID, Generation, logprobs_lists, prompt_logprobs_tensors
+from .script import Script
 
 _EXECUTOR_FAILED = b"\x04"
 _WAKEUP = b"\x05"
@@ -56,6 +57,8 @@ class MockEngineConfig:
     num_gpu_blocks: int = 8192
     max_num_batched_tokens: int = 8192
     dtype: str = "float32"
+    #: A JSON script file (format in :mod:`.script`): matching prompts get scripted output.
+    script: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.vocab <= FIRST_ORDINARY_ID:
@@ -128,6 +131,8 @@ class MockCore:
         )
     )
     _pause_waiters: list[tuple[int, int]] = attrs.Factory(list)
+    #: The loaded ``config.script`` (the trio layer reads the file; this class does no I/O).
+    script: Script | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -196,6 +201,7 @@ class MockCore:
                 request_id=rid,
                 detail="the real engine ignores ignore_eos and would stop at _eos_token_id",
             )
+        matched = self.script.match(prompt) if self.script is not None else None
         gen = Generation(
             rid,
             prompt,
@@ -203,9 +209,12 @@ class MockCore:
             vocab=self.config.vocab,
             max_model_len=self.config.max_model_len,
             client_index=client,
+            scripted=None if matched is None else matched[1],
         )
         self.waiting[rid] = gen
         self.stats["adds"] += 1
+        # ``script_rule`` only with a script loaded, so unscripted event logs are unchanged.
+        extra = {} if self.script is None else {"script_rule": None if matched is None else matched[0]}
         self.log.record(
             "add",
             t=received_at,
@@ -213,6 +222,7 @@ class MockCore:
             client_index=client,
             prompt_tokens=len(prompt),
             max_tokens=params.max_tokens,
+            **extra,
         )
         if req.abort_immediately:
             self._abort([rid], received_at)

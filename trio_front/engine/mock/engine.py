@@ -31,6 +31,7 @@ from .. import wire
 from ..zmq_trio import TrioSocket, make_socket
 from .core import MockCore, MockEngineConfig
 from .events import EventLog
+from .script import load_script
 
 log = logging.getLogger("trio_front.mock_engine")
 
@@ -53,6 +54,8 @@ class MockEngine:
         self.config = config
         self.log = EventLog(config.event_log, keep=config.keep_events)
         self.core = MockCore(config, self.log)
+        if config.script is not None:
+            self.core.script = load_script(config.script, vocab=config.vocab)
         self.state = "connecting"  # → "ready" → "dead" | "stopped"
         self.ready = trio.Event()
         self.death_reason: str | None = None

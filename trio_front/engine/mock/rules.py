@@ -1,6 +1,8 @@
 """The mock engine's deterministic "model": which token comes next, when a request stops, fake logprobs.
 
 Everything here is a pure function of the request, so a test can predict the engine's output exactly.
+With a script loaded (:mod:`.script`, whose docstring has the file format) a matching prompt's output is
+the script's ids and then EOS instead; the stopping, masking and logprob rules below still apply.
 
 **Token rule.** With ``FIRST = 4`` (ids 0..3 are the usual ``<unk> <s> </s> <pad>`` specials) and
 ``span = vocab - FIRST``, the ordinary token at output position ``i`` (0-based) is::
@@ -92,13 +94,14 @@ def eos_seed(k: int) -> int:
 class Generation:
     """One request's output as a state machine: call :meth:`next_token` once per engine step.
 
-    Requires a validated request (``max_tokens`` set, prompt shorter than *max_model_len*).
+    Requires a validated request (``max_tokens`` set, prompt shorter than *max_model_len*). With
+    *scripted* ids (a matched rule of :mod:`.script`) those come first, then EOS, instead of the rules above.
     """
 
     __slots__ = (
         "client_index", "eos", "eos_from", "finish_reason", "key", "limit", "logprobs", "masked",
-        "min_tokens", "position", "prompt_ids", "prompt_logprobs", "request_id", "span", "stop_ids",
-        "stop_reason", "vocab",
+        "min_tokens", "position", "prompt_ids", "prompt_logprobs", "request_id", "scripted", "span",
+        "stop_ids", "stop_reason", "vocab",
     )  # fmt: skip
 
     def __init__(
@@ -110,6 +113,7 @@ class Generation:
         vocab: int,
         max_model_len: int,
         client_index: int = 0,
+        scripted: list[int] | None = None,
     ) -> None:
         if params.max_tokens is None:
             raise ValueError("max_tokens must be set")
@@ -120,7 +124,14 @@ class Generation:
         self.span = vocab - FIRST_ORDINARY_ID
         self.key = prompt_key(prompt_ids, vocab)
         self.eos = None if params.ignore_eos else params.eos_token_id
-        self.eos_from = eos_position(params.seed) if self.eos is not None else None
+        self.scripted = scripted
+        # A script says where EOS comes (right after its ids); the seed rule is for unscripted requests.
+        if self.eos is None:
+            self.eos_from = None
+        elif scripted is not None:
+            self.eos_from = len(scripted)
+        else:
+            self.eos_from = eos_position(params.seed)
         self.stop_ids = frozenset(params.stop_token_ids or ())
         masked = set(self.stop_ids) | set(params.all_stop_token_ids)
         if self.eos is not None:
@@ -137,15 +148,19 @@ class Generation:
     def next_token(self) -> int:
         """Produce the next token; afterwards :attr:`finish_reason` says whether the request ended."""
         i = self.position
-        if self.eos_from is not None and i >= self.eos_from and i >= self.min_tokens:
+        scripted = self.scripted
+        if scripted is not None and i < len(scripted):
+            token = scripted[i]
+        elif self.eos_from is not None and i >= self.eos_from and i >= self.min_tokens:
             token = self.eos
         else:
             token = FIRST_ORDINARY_ID + (self.key + TOKEN_STRIDE * i) % self.span
-            if i < self.min_tokens and token in self.masked:
-                for _ in range(self.span):
-                    token = FIRST_ORDINARY_ID + (token - FIRST_ORDINARY_ID + 1) % self.span
-                    if token not in self.masked:
-                        break
+        if i < self.min_tokens and token in self.masked:
+            # The sampler's min_tokens mask: take the next id upward that is allowed.
+            for _ in range(self.span):
+                token = FIRST_ORDINARY_ID + (token - FIRST_ORDINARY_ID + 1) % self.span
+                if token not in self.masked:
+                    break
         self.position = i + 1
         if token == self.eos:
             self.finish_reason = wire.FinishReason.STOP
@@ -164,10 +179,17 @@ class Expected(NamedTuple):
 
 
 def expected_output(
-    prompt_ids: list[int], params: wire.SamplingParams, *, vocab: int = 4096, max_model_len: int = 2048
+    prompt_ids: list[int],
+    params: wire.SamplingParams,
+    *,
+    vocab: int = 4096,
+    max_model_len: int = 2048,
+    scripted: list[int] | None = None,
 ) -> Expected:
     """What the mock engine will produce for this request (the same code path the engine runs)."""
-    gen = Generation("expected", prompt_ids, params, vocab=vocab, max_model_len=max_model_len)
+    gen = Generation(
+        "expected", prompt_ids, params, vocab=vocab, max_model_len=max_model_len, scripted=scripted
+    )
     tokens = [gen.next_token()]
     while gen.finish_reason is None:
         tokens.append(gen.next_token())
