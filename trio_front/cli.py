@@ -142,6 +142,30 @@ def _add_frontend_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ping-interval", type=float, default=5.0, help="seconds between engine liveness pings (0 disables)"
     )
+    g = p.add_argument_group("tool calling, reasoning and structured outputs (vLLM's flags)")
+    g.add_argument(
+        "--enable-auto-tool-choice",
+        action="store_true",
+        help="extract the model's own tool calls for tool_choice 'auto' (needs --tool-call-parser)",
+    )
+    g.add_argument("--tool-call-parser", metavar="NAME", help="the model family's tool-call format")
+    g.add_argument(
+        "--reasoning-parser",
+        metavar="NAME",
+        help="split reasoning from content; `serve` passes it to the engine too (so structured outputs "
+        "apply after the reasoning), with `run` give the engine the same flag",
+    )
+    g.add_argument(
+        "--exclude-tools-when-tool-choice-none",
+        action="store_true",
+        help="do not render tools into the prompt when tool_choice is 'none'",
+    )
+    g.add_argument(
+        "--structured-outputs-config",
+        metavar="JSON",
+        help='e.g. \'{"backend": "guidance", "disable_any_whitespace": true}\'; must agree with the '
+        "engine's own (`serve` passes it to the engine)",
+    )
     p.add_argument(
         "--ping-timeout",
         type=float,
@@ -227,7 +251,22 @@ def _frontend_config(args: argparse.Namespace, engine_addr: str, model: str) -> 
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
         chat_template=args.chat_template,
+        enable_auto_tool_choice=args.enable_auto_tool_choice,
+        tool_call_parser=args.tool_call_parser,
+        reasoning_parser=args.reasoning_parser,
+        exclude_tools_when_tool_choice_none=args.exclude_tools_when_tool_choice_none,
+        structured_outputs_config=args.structured_outputs_config,
     )
+
+
+def _check_config(config: object) -> None:
+    """Start-up errors (unknown parser names, a bad --structured-outputs-config) before anything runs."""
+    from .server import assistant_options
+
+    try:
+        assistant_options(config)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise SystemExit(f"trio-front: error: {exc}") from None
 
 
 def _run_frontend(args: argparse.Namespace) -> int:
@@ -236,6 +275,7 @@ def _run_frontend(args: argparse.Namespace) -> int:
     from .server import serve_frontend
 
     config = _frontend_config(args, args.engine_addr, args.model)
+    _check_config(config)
     if args.workers > 1:
         from .workers import run_supervisor
 
@@ -255,8 +295,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     model = Path(args.model) if args.model else BUNDLED_MODEL
     port = args.engine_port or pick_free_port()
-    supervisor = EngineSupervisor(model.resolve(), "127.0.0.1", port, tuple(args.engine_arg))
     config = _frontend_config(args, f"tcp://127.0.0.1:{port}", str(model))
+    _check_config(config)
+    engine_args = list(args.engine_arg)
+    # The engine needs these too: it gates grammars on the reasoning parser, and compiles them with its
+    # own structured-outputs backend.
+    if args.reasoning_parser:
+        engine_args.append(f"--reasoning-parser={args.reasoning_parser}")
+    if args.structured_outputs_config:
+        engine_args.append(f"--structured-outputs-config={args.structured_outputs_config}")
+    supervisor = EngineSupervisor(model.resolve(), "127.0.0.1", port, tuple(engine_args))
     trio.run(partial(serve_frontend, config, supervise=supervisor))
     return 0
 

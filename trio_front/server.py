@@ -28,7 +28,9 @@ import trio
 from trio_front.api.app import App
 from trio_front.api.state import ServerState
 from trio_front.api.ws import WSOptions
+from trio_front.assistant import AssistantConfig
 from trio_front.engine.client import ClientState, EngineClient, LinkConfig
+from trio_front.serving.structured import StructuredConfig
 from trio_front.text.chat import ChatRenderer
 from trio_front.text.tokenizer import Tokenizer
 
@@ -55,6 +57,13 @@ class FrontendConfig:
     ping_interval: float = 5.0
     ping_timeout: float = 30.0
     chat_template: str | None = None
+    #: Tool calling and reasoning, vLLM's flags of the same names (``assistant/config.py``).
+    enable_auto_tool_choice: bool = False
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
+    exclude_tools_when_tool_choice_none: bool = False
+    #: vLLM's ``--structured-outputs-config`` JSON (``serving/structured.py``); must agree with the engine's.
+    structured_outputs_config: str | None = None
     #: Multi-process scale-out (``workers.py``): this process's client index, whether it owns the
     #: handshake, whether it shares the HTTP port (SO_REUSEPORT) and reports its engine sockets on stdout.
     client_index: int = 0
@@ -64,7 +73,21 @@ class FrontendConfig:
     bind_host: str | None = None
 
 
+def assistant_options(config: FrontendConfig) -> tuple[AssistantConfig, StructuredConfig]:
+    """Check the tool/reasoning/structured-output flags; raises ValueError with a message naming the
+    flag (an unknown parser name lists the known ones)."""
+    assistant = AssistantConfig(
+        enable_auto_tool_choice=config.enable_auto_tool_choice,
+        tool_call_parser=config.tool_call_parser,
+        reasoning_parser=config.reasoning_parser,
+        exclude_tools_when_tool_choice_none=config.exclude_tools_when_tool_choice_none,
+    )
+    text = config.structured_outputs_config
+    return assistant, StructuredConfig.from_json(text) if text else StructuredConfig()
+
+
 def build_app(config: FrontendConfig) -> App:
+    assistant, structured = assistant_options(config)
     tokenizer = Tokenizer.from_pretrained(config.model)
     renderer = ChatRenderer(tokenizer, default_template=_read_template(config.chat_template))
     if config.owns_handshake:
@@ -91,6 +114,8 @@ def build_app(config: FrontendConfig) -> App:
         keep_alive_interval=config.keep_alive_interval,
         send_timeout=config.send_timeout,
         ws_options=WSOptions(send_timeout=config.send_timeout),
+        assistant=assistant,
+        structured=structured,
     )
     return App(state)
 

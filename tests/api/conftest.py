@@ -57,15 +57,18 @@ class Server:
         await trio.sleep(0.05)
 
 
-async def start_server(nursery: trio.Nursery, **mock_options) -> Server:
+async def start_server(nursery: trio.Nursery, *, frontend: dict | None = None, **mock_options) -> Server:
+    """*frontend*: extra :class:`FrontendConfig` fields (e.g. ``tool_call_parser``); the rest configures
+    the mock engine."""
     port = free_port()
     engine_addr = engine_ipc_addr()
     app = build_app(
         FrontendConfig(
             engine_addr=engine_addr,
-            model=MODEL,
+            model=Path(mock_options.pop("model", MODEL)),
             ping_interval=0,
             keep_alive_interval=mock_options.pop("keep_alive_interval", None),
+            **(frontend or {}),
         )
     )
     config = hypercorn.config.Config()

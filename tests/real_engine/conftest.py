@@ -135,3 +135,55 @@ def engine_first(portal: Portal) -> Iterator[tuple[EngineClient, EngineProcess]]
         yield client, engine
     finally:
         engine.terminate()
+
+
+#: The engine's (and trio-front's) structured-outputs config for grammar tests. The engine ignores
+#: per-request whitespace options; without ``disable_any_whitespace`` a random-weights model pads JSON
+#: with whitespace until ``max_tokens``.
+STRUCTURED_CONFIG = '{"backend": "xgrammar", "disable_any_whitespace": true}'
+
+
+@pytest.fixture(scope="session")
+def structured_stack() -> Iterator[str]:
+    """``trio-front run`` on a real engine started with :data:`STRUCTURED_CONFIG`; yields the ``/v1``
+    base URL (served name ``tiny``). Shared by every module that needs grammars on the real engine."""
+    import sys
+
+    from trio_front.engine.launch import wait_for_http_health
+
+    require_engine()
+    engine_port, http_port = pick_free_port(), pick_free_port()
+    ours = EngineProcess(
+        [
+            sys.executable,
+            "-m",
+            "trio_front.cli",
+            "run",
+            "--engine-addr",
+            f"tcp://127.0.0.1:{engine_port}",
+            "--model",
+            str(MODEL),
+            "--served-model-name",
+            "tiny",
+            "--port",
+            str(http_port),
+            "--structured-outputs-config",
+            STRUCTURED_CONFIG,
+        ],
+        env=None,
+    )
+    ours.env.pop("VLLM_HOST_IP", None)
+    engine = None
+    try:
+        ours.start()
+        engine = start_engine(engine_port, extra_args=("--structured-outputs-config", STRUCTURED_CONFIG))
+        wait_for_http_health(f"http://127.0.0.1:{http_port}/health", 300, process=ours)
+        yield f"http://127.0.0.1:{http_port}/v1"
+    finally:
+        for proc in (ours, engine):
+            if proc is not None:
+                proc.terminate()
+        if ours.returncode not in (0, None, -15):
+            print(ours.read_log(tail=3000))
+        if engine is not None:
+            print(engine.read_log(tail=2000))

@@ -1,14 +1,28 @@
 """``POST /v1/chat/completions``: render the chat template, generate, answer in vLLM's shapes.
 
-Tools are passed to the chat template (so models that describe tools in their prompt see them), but tool
-calls are not parsed out of the output yet: ``tool_choice`` other than ``"none"``/``"auto"`` is refused.
+Tools, tool choice, reasoning and structured outputs are planned by the assistant layer
+(``trio_front.assistant``); this module only turns its events into chat messages and chunks. A streamed
+answer, assembled as a client does (content and reasoning concatenated, tool calls merged by index),
+equals the non-streamed one, by construction: both come from the same events.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from trio_front.assistant import (
+    AssistantEvent,
+    AssistantOutput,
+    ContentDelta,
+    ReasoningDelta,
+    ToolCallArgumentsDelta,
+    ToolCallDone,
+    ToolCallStarted,
+    plan_tools,
+)
+from trio_front.assistant.setup import AssistantSetup
 from trio_front.engine.client import EngineError
+from trio_front.serving import structured
 from trio_front.serving.generation import Chunk, Generation, GenerationError
 from trio_front.serving.params import ParamError, build_params, check_prompt
 from trio_front.text.chat_template import ChatTemplateError
@@ -17,24 +31,35 @@ from .errors import APIError
 from .http import Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import chat_logprobs
 from .models import ChatCompletionRequest, parse_json, structure
-from .state import ServerState, include_usage, new_id, param_error
+from .state import ServerState, engine_failure, include_usage, new_id, param_error
 from .streaming import drive
 
 MAX_TOP_LOGPROBS = 20
 
 
-async def prepare(state: ServerState, req: ChatCompletionRequest, *, stream: bool) -> tuple[Generation, str]:
-    """Validate, render and tokenize a chat request; return its (unstarted) generation and request id."""
+async def prepare(
+    state: ServerState, req: ChatCompletionRequest, *, stream: bool
+) -> tuple[Generation, str, AssistantSetup]:
+    """Validate, render and tokenize a chat request; return its (unstarted) generation, request id and
+    assistant setup."""
     if not isinstance(req.messages, list) or not req.messages:
         raise APIError(400, "messages must be a non-empty list", param="messages")
-    if req.tool_choice not in (None, "none", "auto"):
-        raise APIError(
-            400, "tool_choice other than 'none' or 'auto' is not supported yet", param="tool_choice"
+    try:
+        plan = plan_tools(req.tools, req.tool_choice, req.parallel_tool_calls, state.assistant)
+        constraint = structured.from_request(
+            req.response_format, req.structured_outputs, config=state.structured
         )
-    if req.response_format not in (None, {"type": "text"}):
-        raise APIError(
-            400, "response_format (structured output) is not supported yet", param="response_format"
+        setup = AssistantSetup.build(
+            plan,
+            constraint,
+            config=state.assistant,
+            structured_config=state.structured,
+            tokenizer=state.tokenizer,
+            include_reasoning=req.include_reasoning,
+            chat_template_kwargs=req.chat_template_kwargs,
         )
+    except ParamError as exc:
+        raise param_error(exc) from None
     if req.prompt_logprobs is not None:
         raise APIError(400, "prompt_logprobs is not supported yet", param="prompt_logprobs")
     if req.bad_words:
@@ -49,7 +74,7 @@ async def prepare(state: ServerState, req: ChatCompletionRequest, *, stream: boo
             req.messages,
             add_generation_prompt=req.add_generation_prompt,
             continue_final_message=req.continue_final_message,
-            tools=None if req.tool_choice == "none" else req.tools,
+            tools=plan.render_tools,
             documents=req.documents,
             reasoning_effort=req.reasoning_effort,
             chat_template=req.chat_template,
@@ -64,10 +89,17 @@ async def prepare(state: ServerState, req: ChatCompletionRequest, *, stream: boo
         limits = state.limits
         max_tokens = check_prompt(len(ids), limits, max_tokens)
         params, text_params = build_params(
-            req, limits=limits, max_tokens=max_tokens, logprobs=logprobs, stream=stream
+            req,
+            limits=limits,
+            max_tokens=max_tokens,
+            logprobs=logprobs,
+            stream=stream,
+            structured_outputs=setup.constraint,
+            skip_special_tokens=False if setup.needs_special_tokens else None,
         )
     except ParamError as exc:
         raise param_error(exc) from None
+    reasoning_ended, reasoning_kwargs = setup.start(ids)
     request_id = new_id("chatcmpl")
     generation = Generation(
         state.engine,
@@ -78,8 +110,10 @@ async def prepare(state: ServerState, req: ChatCompletionRequest, *, stream: boo
         id_prefix=request_id,
         priority=req.priority,
         cache_salt=req.cache_salt,
+        reasoning_ended=reasoning_ended,
+        reasoning_parser_kwargs=reasoning_kwargs,
     )
-    return generation, request_id
+    return generation, request_id, setup
 
 
 def _echo_prefix(req: ChatCompletionRequest) -> str:
@@ -93,42 +127,100 @@ async def handle(state: ServerState, body: bytes, send: Send) -> None:
     req = structure(parse_json(body), ChatCompletionRequest)
     state.check_model(req.model)
     usage_wanted = include_usage(req.stream_options)
-    generation, request_id = await prepare(state, req, stream=req.stream)
+    generation, request_id, setup = await prepare(state, req, stream=req.stream)
     model = req.model or state.served_model_name
     if req.stream:
-        await _stream(state, req, generation, request_id, model, usage_wanted, send)
+        await _stream(state, req, generation, request_id, model, usage_wanted, setup, send)
     else:
-        await _complete(state, req, generation, request_id, model, send)
+        await _complete(state, req, generation, request_id, model, setup, send)
+
+
+def _tool_call(call: ToolCallDone) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def _message_content(setup: AssistantSetup, out: AssistantOutput, prefix: str) -> str | None:
+    """vLLM's conventions: ``None`` for no content once tools or reasoning are parsed out of the text,
+    ``""`` for a required/named tool choice, the plain text otherwise."""
+    content = prefix + out.result.content
+    if setup.plan.mode in ("required", "named"):
+        return content
+    if content or (setup.reasoning is None and not out.called and setup.plan.mode == "none"):
+        return content
+    return None
+
+
+def _finish_reason(setup: AssistantSetup, gen: Generation, out: AssistantOutput) -> str | None:
+    return setup.plan.finish_reason(gen.finish_reason, out.called)
+
+
+def _delta(events: list[AssistantEvent]) -> dict[str, Any]:
+    """One chunk's delta from the events of one engine step (fields in vLLM's order)."""
+    content, reasoning, calls = [], [], {}
+    for event in events:
+        if isinstance(event, ContentDelta):
+            content.append(event.text)
+        elif isinstance(event, ReasoningDelta):
+            reasoning.append(event.text)
+        elif isinstance(event, ToolCallStarted):
+            calls[event.index] = {
+                "index": event.index,
+                "id": event.id,
+                "type": "function",
+                "function": {"name": event.name, "arguments": ""},
+            }
+        elif isinstance(event, ToolCallArgumentsDelta):
+            entry = calls.setdefault(event.index, {"index": event.index, "function": {"arguments": ""}})
+            entry["function"]["arguments"] += event.delta
+    delta: dict[str, Any] = {}
+    if reasoning:
+        delta["reasoning"] = "".join(reasoning)
+    if content:
+        delta["content"] = "".join(content)
+    if calls:
+        delta["tool_calls"] = list(calls.values())
+    return delta
 
 
 async def _complete(
-    state: ServerState, req: ChatCompletionRequest, gen: Generation, request_id: str, model: str, send: Send
+    state: ServerState,
+    req: ChatCompletionRequest,
+    gen: Generation,
+    request_id: str,
+    model: str,
+    setup: AssistantSetup,
+    send: Send,
 ) -> None:
     chunks: list[Chunk] = []
+    out = setup.output()
 
     async def on_chunk(_index: int, _gen: Generation, chunk: Chunk) -> None:
         chunks.append(chunk)
+        out.push(chunk.text, chunk.token_ids)
 
     try:
         await drive([gen], on_chunk)
-    except GenerationError as exc:
-        raise APIError(500, str(exc)) from None
+    except GenerationError:
+        raise engine_failure(setup.constraint) from None
+    out.finish()
+    gen.usage.reasoning_tokens = out.reasoning_tokens()
     logprobs = chat_logprobs(state.tokenizer, chunks, req.top_logprobs or 0) if req.logprobs else None
+    result = out.result
     message = {
         "role": "assistant",
-        "content": _echo_prefix(req) + gen.output_text,
+        "content": _message_content(setup, out, _echo_prefix(req)),
         "refusal": None,
         "annotations": None,
         "audio": None,
         "function_call": None,
-        "tool_calls": [],
-        "reasoning_content": None,
+        "tool_calls": [_tool_call(c) for c in result.tool_calls],
+        "reasoning": result.reasoning,
     }
     choice = {
         "index": 0,
         "message": message,
         "logprobs": logprobs,
-        "finish_reason": gen.finish_reason,
+        "finish_reason": _finish_reason(setup, gen, out),
         "stop_reason": gen.stop_reason,
     }
     await send_json(
@@ -156,9 +248,11 @@ async def _stream(
     request_id: str,
     model: str,
     usage_wanted: bool,
+    setup: AssistantSetup,
     send: Send,
 ) -> None:
     sse = SSEWriter(send, send_timeout=state.send_timeout)
+    out = setup.output()
     head: dict[str, Any] = {
         "id": request_id,
         "object": "chat.completion.chunk",
@@ -185,26 +279,31 @@ async def _stream(
         text = chunk.text
         if prefix[0]:
             text, prefix[0] = prefix[0] + text, ""
-        if not text and chunk.finish_reason is None and not chunk.token_ids:
-            return
+        final = chunk.finish_reason is not None
+        events = out.push(text, chunk.token_ids)
+        if final:
+            events += out.finish()
+        if not events and not final and not (req.logprobs and chunk.token_ids):
+            return  # text held back by a parser (a marker may be starting), nothing to say yet
         logprobs = chat_logprobs(state.tokenizer, [chunk], req.top_logprobs or 0) if req.logprobs else None
         choice: dict[str, Any] = {
             "index": 0,
-            "delta": {"content": text} if text or chunk.finish_reason is None else {},
+            "delta": _delta(events) if events or not final else {},
             "logprobs": logprobs,
-            "finish_reason": chunk.finish_reason,
+            "finish_reason": _finish_reason(setup, gen, out) if final else None,
         }
-        if chunk.finish_reason is not None:
+        if final:
             choice["stop_reason"] = chunk.stop_reason
         # The last chunk is held to leave with the usage event and [DONE] (one write).
-        await sse.event(encode(choice), hold=chunk.finish_reason is not None)
+        await sse.event(encode(choice), hold=final)
 
     try:
         await drive([gen], on_chunk, keep_alive=state.keep_alive_interval, on_idle=sse.keep_alive)
-    except GenerationError as exc:
-        await sse.event(APIError(500, str(exc)).body())
+    except GenerationError:
+        await sse.event(engine_failure(setup.constraint).body())
     except EngineError as exc:
         await sse.event(APIError(503, str(exc)).body())
+    gen.usage.reasoning_tokens = out.reasoning_tokens()
     if usage_wanted:
         await sse.event({**head, "choices": [], "usage": gen.usage.as_dict()}, hold=True)
     await sse.done()

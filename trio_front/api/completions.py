@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import msgspec
 
 from trio_front.engine.client import EngineError
+from trio_front.serving import structured
 from trio_front.serving.generation import Chunk, Generation, GenerationError
 from trio_front.serving.params import ParamError, build_params, check_prompt
 
@@ -19,7 +20,7 @@ from .errors import APIError
 from .http import Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import completion_logprobs
 from .models import CompletionRequest, parse_json, structure
-from .state import ServerState, include_usage, new_id, param_error
+from .state import ServerState, engine_failure, include_usage, new_id, param_error
 from .streaming import drive
 
 _SHAPE_ERROR = (
@@ -69,6 +70,12 @@ async def handle(state: ServerState, body: bytes, send: Send) -> None:
     if req.bad_words:
         raise APIError(400, "bad_words is not supported yet", param="bad_words")
     usage_wanted = include_usage(req.stream_options)
+    try:
+        constraint = structured.from_request(
+            req.response_format, req.structured_outputs, config=state.structured
+        )
+    except ParamError as exc:
+        raise param_error(exc) from None
     state.check_engine()
     limits = state.limits  # known once the engine registered
     prompts = _prompts(req.prompt, limits.vocab_size)
@@ -86,7 +93,12 @@ async def handle(state: ServerState, body: bytes, send: Send) -> None:
         try:
             max_tokens = check_prompt(len(ids), limits, req.max_tokens)
             params, text_params = build_params(
-                req, limits=limits, max_tokens=max_tokens, logprobs=req.logprobs, stream=req.stream
+                req,
+                limits=limits,
+                max_tokens=max_tokens,
+                logprobs=req.logprobs,
+                stream=req.stream,
+                structured_outputs=constraint,
             )
         except ParamError as exc:
             raise param_error(exc) from None
@@ -129,8 +141,8 @@ async def _complete(
 
     try:
         await drive(generations, on_chunk)
-    except GenerationError as exc:
-        raise APIError(500, str(exc)) from None
+    except GenerationError:
+        raise engine_failure(generations[0].params.structured_outputs) from None
     choices = []
     for i, gen in enumerate(generations):
         text = gen.output_text
@@ -209,8 +221,8 @@ async def _stream(
     await sse.start()
     try:
         await drive(generations, on_chunk, keep_alive=state.keep_alive_interval, on_idle=sse.keep_alive)
-    except GenerationError as exc:
-        await sse.event(APIError(500, str(exc)).body())
+    except GenerationError:
+        await sse.event(engine_failure(generations[0].params.structured_outputs).body())
     except EngineError as exc:  # the engine died mid-stream: tell the client in-band, as vLLM does
         await sse.event(APIError(503, str(exc)).body())
     if usage_wanted:

@@ -110,6 +110,8 @@ class CompletionRequest(SamplingFields):
     add_special_tokens: bool = True
     prompt_logprobs: int | None = None
     bad_words: list[str] | None = None
+    response_format: dict[str, Any] | None = None
+    structured_outputs: dict[str, Any] | None = None
 
 
 @attrs.define(kw_only=True)
@@ -121,9 +123,12 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: Any = None
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    include_reasoning: bool = True
     response_format: dict[str, Any] | None = None
+    structured_outputs: dict[str, Any] | None = None
     add_generation_prompt: bool = True
     continue_final_message: bool = False
     add_special_tokens: bool = False

@@ -7,8 +7,10 @@ from typing import Any
 
 import attrs
 
+from trio_front.assistant import AssistantConfig
 from trio_front.engine.client import ClientState, EngineClient
 from trio_front.serving.params import ModelLimits, ParamError
+from trio_front.serving.structured import StructuredConfig
 from trio_front.text.chat import ChatRenderer
 from trio_front.text.tokenizer import Tokenizer
 
@@ -28,6 +30,10 @@ class ServerState:
     send_timeout: float = 30.0
     ws_options: WSOptions = attrs.Factory(WSOptions)
     ws_stats: WSStats = attrs.Factory(WSStats)
+    #: tool calling and reasoning (``--enable-auto-tool-choice``, ``--tool-call-parser``, ...)
+    assistant: AssistantConfig = attrs.Factory(AssistantConfig)
+    #: ``--structured-outputs-config``
+    structured: StructuredConfig = attrs.Factory(StructuredConfig)
     _limits: ModelLimits | None = None
 
     @property
@@ -58,6 +64,20 @@ def new_id(prefix: str) -> str:
 
 def param_error(exc: ParamError) -> APIError:
     return APIError(400, str(exc), param=exc.param)
+
+
+def engine_failure(constraint: object | None, param: str = "response_format") -> APIError:
+    """The engine finished a request with an error. With a structured-output constraint that is the
+    constraint's fault (the engine could not compile or follow it; it keeps serving): a 400. Otherwise
+    a 500. The engine does not say why on the wire; its log does."""
+    if constraint is not None:
+        return APIError(
+            400,
+            "the engine rejected this request's structured-output constraint (it could not compile or "
+            "follow it); the engine log has its reason",
+            param=param,
+        )
+    return APIError(500, "the engine failed to process this request")
 
 
 def token_text(tokenizer: Tokenizer, token_id: int) -> str:

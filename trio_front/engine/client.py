@@ -428,6 +428,8 @@ class EngineClient:
         cache_salt: str | None = None,
         arrival_time: float | None = None,
         stream_interval: int | None = None,
+        reasoning_ended: bool | None = None,
+        reasoning_parser_kwargs: dict[str, Any] | None = None,
     ) -> RequestStream:
         """Submit a token-in request now and return its stream (use it as ``async with``).
 
@@ -450,6 +452,8 @@ class EngineClient:
             external_req_id=external_id or id_prefix,
             priority=priority,
             cache_salt=cache_salt,
+            reasoning_ended=reasoning_ended,
+            reasoning_parser_kwargs=reasoning_parser_kwargs,
         )
         interval = self.config.stream_interval if stream_interval is None else stream_interval
         stream = RequestStream(self, request, interval)

@@ -80,6 +80,25 @@ class OutputKind(enum.IntEnum):
 # Requests
 
 
+class StructuredOutputsParams(msgspec.Struct, kw_only=True):
+    """vLLM's ``StructuredOutputsParams`` dataclass: a msgpack map with **every** field, ``None`` included
+    (dataclasses encode that way). Exactly one constraint must be set, or the engine's decoder raises in
+    ``__post_init__`` and its input thread dies; ``serving/structured.py`` guarantees it. ``_backend``
+    must be the same for the engine's lifetime (it adopts the first request's)."""
+
+    json: str | dict[str, Any] | None = None
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+    structural_tag: str | None = None
+    backend: str | None = msgspec.field(default=None, name="_backend")
+    backend_was_auto: bool = msgspec.field(default=False, name="_backend_was_auto")
+
+
 class SamplingParams(msgspec.Struct, omit_defaults=True, kw_only=True):
     """The engine-relevant subset of vLLM's ``SamplingParams``, encoded as the same msgpack map.
 
@@ -114,6 +133,7 @@ class SamplingParams(msgspec.Struct, omit_defaults=True, kw_only=True):
     allowed_token_ids: list[int] | None = None
     bad_words_token_ids: list[list[int]] | None = msgspec.field(default=None, name="_bad_words_token_ids")
     skip_reading_prefix_cache: bool | None = None
+    structured_outputs: StructuredOutputsParams | None = None
 
 
 class EngineCoreRequest(msgspec.Struct, array_like=True, omit_defaults=True, gc=False, kw_only=True):

@@ -17,6 +17,7 @@ matches, and the chunk that carries it is the last one.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import attrs
 
@@ -46,6 +47,8 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int = 0
     cached_tokens: int | None = None
+    #: Set when a reasoning parser is configured (vLLM's ``completion_tokens_details``).
+    reasoning_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -59,6 +62,8 @@ class Usage:
         }
         if self.cached_tokens:
             usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.reasoning_tokens is not None:
+            usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
         return usage
 
 
@@ -76,6 +81,8 @@ class Generation:
         id_prefix: str,
         priority: int = 0,
         cache_salt: str | None = None,
+        reasoning_ended: bool | None = None,
+        reasoning_parser_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.prompt_ids = prompt_ids
@@ -88,6 +95,9 @@ class Generation:
         self._id_prefix = id_prefix
         self._priority = priority
         self._cache_salt = cache_salt
+        # For the engine's structured-output gate: the grammar applies once reasoning has ended.
+        self._reasoning_ended = reasoning_ended
+        self._reasoning_parser_kwargs = reasoning_parser_kwargs
         self._stream: RequestStream | None = None
 
     @property
@@ -110,6 +120,8 @@ class Generation:
             id_prefix=self._id_prefix,
             priority=self._priority,
             cache_salt=self._cache_salt,
+            reasoning_ended=self._reasoning_ended,
+            reasoning_parser_kwargs=self._reasoning_parser_kwargs,
         )
         return self
 

@@ -142,8 +142,15 @@ def build_params(
     max_tokens: int,
     logprobs: int | None = None,
     stream: bool = False,
+    structured_outputs: wire.StructuredOutputsParams | None = None,
+    skip_special_tokens: bool | None = None,
 ) -> tuple[wire.SamplingParams, TextParams]:
-    """Validate *req* and return ``(engine params, frontend text params)``; raises :class:`ParamError`."""
+    """Validate *req* and return ``(engine params, frontend text params)``; raises :class:`ParamError`.
+
+    *structured_outputs* is an already validated constraint (``serving/structured.py``);
+    *skip_special_tokens* overrides the request's (a tool or reasoning format whose markers are special
+    tokens must see them, as vLLM's ``adjust_request`` does)."""
+    skip_special = req.skip_special_tokens if skip_special_tokens is None else skip_special_tokens
     d = limits.defaults
     temperature = req.temperature if req.temperature is not None else float(d.get("temperature", 1.0))
     top_p = req.top_p if req.top_p is not None else float(d.get("top_p", 1.0))
@@ -225,15 +232,16 @@ def build_params(
         all_stop_token_ids=sorted(all_stop),
         logit_bias=bias,
         allowed_token_ids=allowed,
-        skip_special_tokens=req.skip_special_tokens,
+        skip_special_tokens=skip_special,
         spaces_between_special_tokens=req.spaces_between_special_tokens,
         include_stop_str_in_output=req.include_stop_str_in_output,
+        structured_outputs=structured_outputs,
     )
     text = TextParams(
         stop=stops,
         min_tokens=req.min_tokens,
         include_stop_str_in_output=req.include_stop_str_in_output,
-        skip_special_tokens=req.skip_special_tokens,
+        skip_special_tokens=skip_special,
         spaces_between_special_tokens=req.spaces_between_special_tokens,
     )
     return params, text

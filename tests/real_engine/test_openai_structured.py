@@ -1,0 +1,182 @@
+"""Structured outputs and forced tool calls on the real vLLM engine (random weights), through the
+unmodified ``openai`` SDK: whatever the model samples, the grammar makes it valid.
+
+A random model cannot be asked for meaning, only for form: each answer is checked against its
+constraint (schema validation, regex, choice membership, a parseable call to a declared tool).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import openai
+import pydantic
+import pytest
+
+pytestmark = pytest.mark.real_engine
+NAME = "tiny"
+
+
+class City(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    name: str = pydantic.Field(max_length=12)
+    population: int
+    capital: bool
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 10}, "days": {"type": "integer"}},
+            "required": ["city", "days"],
+        },
+    },
+}
+SEARCH = {
+    "type": "function",
+    "function": {
+        "name": "search",
+        "parameters": {
+            "type": "object",
+            "properties": {"q": {"type": "string", "maxLength": 8}},
+            "required": ["q"],
+        },
+    },
+}
+MESSAGES = [{"role": "user", "content": "Answer in the requested form."}]
+
+
+@pytest.fixture(scope="module")
+def client(structured_stack: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=structured_stack, api_key="none", max_retries=0, timeout=120)
+
+
+def test_parse_with_a_pydantic_model(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.parse(
+        model=NAME, messages=MESSAGES, response_format=City, max_tokens=120, seed=1
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop", choice
+    assert isinstance(choice.message.parsed, City)
+
+
+def test_json_object(client: openai.OpenAI) -> None:
+    result = client.chat.completions.create(
+        model=NAME, messages=MESSAGES, response_format={"type": "json_object"}, max_tokens=60, seed=2
+    )
+    text = result.choices[0].message.content
+    if result.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(text), dict)
+    else:  # an open object may run to max_tokens; what came is still a JSON object's prefix
+        assert text.lstrip().startswith("{")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_choice_regex_grammar(client: openai.OpenAI, stream: bool) -> None:
+    def ask(extra: dict) -> str:
+        if not stream:
+            r = client.chat.completions.create(model=NAME, messages=MESSAGES, max_tokens=40, extra_body=extra)
+            assert r.choices[0].finish_reason == "stop"
+            return r.choices[0].message.content
+        chunks = client.chat.completions.create(
+            model=NAME, messages=MESSAGES, max_tokens=40, extra_body=extra, stream=True
+        )
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    choices = ["yes", "no", 'it "depends"']
+    for seed in range(3):
+        assert ask({"structured_outputs": {"choice": choices}, "seed": seed}) in choices
+    assert re.fullmatch(r"[a-z]{2,5}-\d{3}", ask({"structured_outputs": {"regex": r"[a-z]{2,5}-\d{3}"}}))
+    grammar = 'root ::= "(" num ("+" num)* ")"\nnum ::= [1-9] [0-9]?'
+    out = ask({"structured_outputs": {"grammar": grammar}, "seed": 3})
+    assert re.fullmatch(r"\([1-9][0-9]?(\+[1-9][0-9]?)*\)", out), out
+
+
+def _valid_call(name: str, arguments: str) -> None:
+    args = json.loads(arguments)
+    if name == "get_weather":
+        assert (
+            set(args) == {"city", "days"} and isinstance(args["city"], str) and isinstance(args["days"], int)
+        )
+    else:
+        assert name == "search" and set(args) == {"q"}
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_required_tool_choice_gives_valid_calls(client: openai.OpenAI, parallel: bool) -> None:
+    result = client.chat.completions.create(
+        model=NAME,
+        messages=MESSAGES,
+        tools=[WEATHER, SEARCH],
+        tool_choice="required",
+        parallel_tool_calls=parallel,
+        max_tokens=300,
+        seed=4,
+    )
+    choice = result.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    calls = choice.message.tool_calls
+    assert calls and (parallel or len(calls) == 1)
+    for call in calls:
+        assert call.id.startswith("chatcmpl-tool-")
+        _valid_call(call.function.name, call.function.arguments)
+
+
+def test_named_tool_choice_streams_a_valid_call(client: openai.OpenAI) -> None:
+    choice = {"type": "function", "function": {"name": "get_weather"}}
+    kwargs = dict(model=NAME, messages=MESSAGES, tools=[WEATHER, SEARCH], tool_choice=choice, max_tokens=200)
+    result = client.chat.completions.create(**kwargs, seed=5)
+    assert result.choices[0].finish_reason == "stop"
+    [call] = result.choices[0].message.tool_calls
+    assert call.function.name == "get_weather"
+    _valid_call("get_weather", call.function.arguments)
+    arguments, names = "", set()
+    for chunk in client.chat.completions.create(**kwargs, seed=5, stream=True):
+        for delta in chunk.choices[0].delta.tool_calls or () if chunk.choices else ():
+            names.add(delta.function.name) if delta.function.name else None
+            arguments += delta.function.arguments or ""
+    assert names == {"get_weather"} and arguments == call.function.arguments  # same seed, same sampling
+
+
+def test_invalid_schema_is_400_and_the_next_request_works(client: openai.OpenAI) -> None:
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": 5}}}
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=NAME, messages=MESSAGES, response_format=bad, max_tokens=10)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model=NAME,
+            messages=MESSAGES,
+            max_tokens=10,
+            extra_body={"structured_outputs": {"regex": "a\x00"}},
+        )
+    ok = client.chat.completions.create(
+        model=NAME,
+        messages=MESSAGES,
+        max_tokens=10,
+        extra_body={"structured_outputs": {"choice": ["a", "b"]}},
+    )
+    assert ok.choices[0].message.content in ("a", "b")
+
+
+def test_completions_with_a_json_schema(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
+    result = client.completions.create(
+        model=NAME,
+        prompt="x = ",
+        max_tokens=40,
+        extra_body={
+            "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}
+        },
+    )
+    assert result.choices[0].finish_reason == "stop"
+    assert set(json.loads(result.choices[0].text)) == {"n"}
