@@ -3,6 +3,8 @@ unmodified ``openai`` SDK: whatever the model samples, the grammar makes it vali
 
 A random model cannot be asked for meaning, only for form: each answer is checked against its
 constraint (schema validation, regex, choice membership, a parseable call to a declared tool).
+Schemas here bound every value (integer ranges, string patterns): an unbounded integer is a valid
+answer of any length, and a random model writes digits until ``max_tokens``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ NAME = "tiny"
 
 class City(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
-    name: str = pydantic.Field(max_length=12)
-    population: int
+    name: str = pydantic.Field(pattern="^[a-z]{1,8}$")
+    population: int = pydantic.Field(ge=0, le=10**6)
     capital: bool
 
 
@@ -32,7 +34,10 @@ WEATHER = {
         "description": "Weather in a city",
         "parameters": {
             "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 10}, "days": {"type": "integer"}},
+            "properties": {
+                "city": {"type": "string", "pattern": "^[A-Z][a-z]{0,8}$"},
+                "days": {"type": "integer", "minimum": 1, "maximum": 14},
+            },
             "required": ["city", "days"],
         },
     },
@@ -43,7 +48,7 @@ SEARCH = {
         "name": "search",
         "parameters": {
             "type": "object",
-            "properties": {"q": {"type": "string", "maxLength": 8}},
+            "properties": {"q": {"type": "string", "pattern": "^[a-z ]{1,8}$"}},
             "required": ["q"],
         },
     },
@@ -166,7 +171,7 @@ def test_invalid_schema_is_400_and_the_next_request_works(client: openai.OpenAI)
 def test_completions_with_a_json_schema(client: openai.OpenAI) -> None:
     schema = {
         "type": "object",
-        "properties": {"n": {"type": "integer"}},
+        "properties": {"n": {"type": "integer", "minimum": -50, "maximum": 50}},
         "required": ["n"],
         "additionalProperties": False,
     }
