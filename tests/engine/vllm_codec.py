@@ -68,7 +68,25 @@ def main():
         req = MsgpackDecoder(EngineCoreRequest).decode(bytes.fromhex(cmd["payload"]))
         fields = {f: jsonable(getattr(req, f)) for f in req.__struct_fields__ if f != "sampling_params"}
         fields["sampling_params"] = sampling_fields(req.sampling_params)
+        so = req.sampling_params.structured_outputs
+        if so is not None:  # a dataclass: every field, private ones included
+            fields["sampling_params"]["structured_outputs"] = {k: jsonable(v) for k, v in vars(so).items()}
+        fields["reasoning_ended"] = req.reasoning_ended
+        fields["reasoning_parser_kwargs"] = req.reasoning_parser_kwargs
         print(json.dumps(fields))
+    elif op == "structured":  # vLLM's own frontend mapping helpers, for parity tests
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+        from vllm.v1.structured_output.utils import choice_as_grammar
+
+        out = {"grammars": [choice_as_grammar(c) for c in cmd.get("choices", [])], "mapped": []}
+        for body in cmd.get("requests", []):
+            try:
+                req = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "x"}], **body)
+                so = req.to_sampling_params(16, {}).structured_outputs
+                out["mapped"].append(None if so is None else {k: jsonable(v) for k, v in vars(so).items()})
+            except Exception as exc:
+                out["mapped"].append({"error": f"{type(exc).__name__}: {exc}"})
+        print(json.dumps(out))
     elif op == "encode_request":
         r = cmd["request"]
         sp_args = r.pop("sampling_params")
