@@ -26,7 +26,6 @@ import attrs
 
 from trio_front.text.tokenizer import Tokenizer
 
-from ..tools.base import partial_marker_len
 from .base import Content, Reasoning, ReasoningEvent, ReasoningParser
 
 
@@ -67,14 +66,16 @@ class MarkerReasoningParser(ReasoningParser):
         #: Everything is content, markers included (thinking disabled, or the prompt closed reasoning).
         self.passthrough = self.thinking_disabled()
         self._state = self.g.initial
-        self._used: set[tuple[State, str]] = set()
         self._held = ""
         self._pending_ws = ""
         self._ended_in_prompt = self.reasoning_end_in(())
         by_state: dict[State, list[str]] = {State.REASONING: [], State.CONTENT: []}
         for state, marker in self.g.rules:
             by_state[state].append(marker)
-        self._markers = {s: tuple(dict.fromkeys([*m, *self.g.drop])) for s, m in by_state.items()}
+        # Per state, the markers still live there (a once-rule's marker leaves after its first use) and
+        # their first characters: a delta with none of those and nothing held is plain text.
+        self._markers = {s: list(dict.fromkeys([*m, *self.g.drop])) for s, m in by_state.items()}
+        self._firsts = {s: frozenset(m[0] for m in ms) for s, ms in self._markers.items()}
 
     # -- family hooks ---------------------------------------------------------------------------------
 
@@ -106,6 +107,9 @@ class MarkerReasoningParser(ReasoningParser):
         if self.passthrough:
             return [Content(text)] if text else []
         out: list[ReasoningEvent] = []
+        if not self._held and self._firsts[self._state].isdisjoint(text):
+            self._emit(out, text)
+            return out
         buf = self._held + text
         pos = 0
         while True:
@@ -117,7 +121,7 @@ class MarkerReasoningParser(ReasoningParser):
             self._apply(out, marker)
             pos = at + len(marker)
         rest = buf[pos:]
-        hold = max((partial_marker_len(rest, m) for m in self._markers[self._state]), default=0)
+        hold = _hold_len(rest, self._markers[self._state])
         self._held = rest[len(rest) - hold :] if hold else ""
         self._emit(out, rest[: len(rest) - hold])
         return out
@@ -161,8 +165,6 @@ class MarkerReasoningParser(ReasoningParser):
     def _next_marker(self, buf: str, pos: int) -> tuple[int, str] | None:
         best: tuple[int, str] | None = None
         for marker in self._markers[self._state]:
-            if (self._state, marker) in self._used:
-                continue
             at = buf.find(marker, pos)
             if at >= 0 and (best is None or at < best[0] or (at == best[0] and len(marker) > len(best[1]))):
                 best = (at, marker)
@@ -173,7 +175,7 @@ class MarkerReasoningParser(ReasoningParser):
         if rule is None:  # a dropped special token
             return
         if rule.once:
-            self._used.add((self._state, marker))
+            self._markers[self._state].remove(marker)
         self._state = rule.to
         if rule.keep:
             self._emit(out, marker)
@@ -191,6 +193,19 @@ class MarkerReasoningParser(ReasoningParser):
             text = body
         if text:
             _append(out, Reasoning(text))
+
+
+def _hold_len(text: str, markers: Sequence[str]) -> int:
+    """Length of the longest suffix of *text* that is a proper prefix of one of *markers*. Only
+    positions holding a marker's first character are tried: this runs on every delta."""
+    longest = max(map(len, markers), default=0)
+    firsts = {m[0] for m in markers}
+    for i in range(max(0, len(text) - longest + 1), len(text)):
+        if text[i] in firsts:
+            tail = text[i:]
+            if any(len(m) > len(tail) and m.startswith(tail) for m in markers):
+                return len(text) - i
+    return 0
 
 
 def _append(out: list[ReasoningEvent], event: ReasoningEvent) -> None:

@@ -55,6 +55,11 @@ class GraniteReasoningParser(ReasoningParser):
 
     def feed(self, text: str) -> list[ReasoningEvent]:
         out: list[ReasoningEvent] = []
+        if not self._held and self._state is not _State.START and "H" not in text:
+            # No header can start in this delta: the common case, kept cheap.
+            if text:
+                out.append(Reasoning(text) if self._state is _State.REASONING else Content(text))
+            return out
         buf = self._held + text
         self._held = ""
         if self._state is _State.START:
