@@ -238,3 +238,61 @@ async def test_required_constraint_reaches_the_engine(tool_server) -> None:
     auto = structure({"messages": [{"role": "user", "content": "x"}], "tools": TOOLS}, ChatCompletionRequest)
     gen, _, _ = await chat.prepare(tool_server.app.state, auto, stream=False)
     assert gen.params.structured_outputs is None
+
+
+@pytest.fixture
+async def reasoning_server(tmp_path: Path):
+    async with trio.open_nursery() as nursery:
+        yield await start_server(
+            nursery,
+            script=write_script(tmp_path),
+            frontend={
+                "enable_auto_tool_choice": True,
+                "tool_call_parser": "hermes",
+                "reasoning_parser": "qwen3",
+            },
+        )
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("marker", "reasoning", "content", "calls", "with_tools"),
+    [
+        # vLLM 0.32 streams `<think>`-leaking content when tools and a reasoning parser are both active;
+        # its non-streamed answer (the one we match, streamed or not) is the sane one.
+        ("THINK-CALL", "I should look it up.", "\n\n", ["get_weather"], True),
+        ("THINK-TEXT", "Pondering <b>.", "\n\nThe answer is 42.", [], True),
+        ("THINK-TEXT", "Pondering <b>.", "\n\nThe answer is 42.", [], False),
+        ("THINK-OPEN", SCRIPT["THINK-OPEN"], "", [], True),  # qwen3: no </think> means all reasoning
+    ],
+)
+async def test_reasoning_then_content_or_calls(
+    reasoning_server, marker: str, reasoning: str, content: str, calls: list[str], with_tools: bool
+) -> None:
+    plain, streamed = await ask(reasoning_server.url, marker, **({"tools": TOOLS} if with_tools else {}))
+    same(plain, streamed)
+    assert plain["reasoning"] == reasoning
+    assert plain["content"] == content
+    assert [c["name"] for c in plain["calls"]] == calls
+    assert plain["usage"]["completion_tokens_details"]["reasoning_tokens"] >= 0
+    assert streamed["usage"]["completion_tokens_details"] == plain["usage"]["completion_tokens_details"]
+
+
+async def test_include_reasoning_false_hides_it(reasoning_server) -> None:
+    plain, streamed = await ask(reasoning_server.url, "THINK-TEXT", include_reasoning=False)
+    same(plain, streamed)
+    assert plain["reasoning"] is None and plain["content"] == "\n\nThe answer is 42."
+    req = structure(
+        {"messages": [{"role": "user", "content": "x"}], "include_reasoning": False}, ChatCompletionRequest
+    )
+    gen, _, _ = await chat.prepare(reasoning_server.app.state, req, stream=False)
+    assert gen._reasoning_ended is True  # the engine may apply a grammar from the first token
+
+
+async def test_reasoning_kwargs_reach_the_engine(reasoning_server) -> None:
+    body = {"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"enable_thinking": True}}
+    gen, _, _ = await chat.prepare(
+        reasoning_server.app.state, structure(body, ChatCompletionRequest), stream=False
+    )
+    assert gen._reasoning_ended is False
+    assert gen._reasoning_parser_kwargs == {"chat_template_kwargs": {"enable_thinking": True}}
