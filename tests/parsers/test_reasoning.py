@@ -304,3 +304,40 @@ def test_mistral_without_think_token_is_all_content(tmp_path: Any) -> None:
     assert p.reasoning_ended_in_prompt()
     assert p.parse("[THINK]a[/THINK]b") == (None, "[THINK]a[/THINK]b")
     assert p.parse("") == (None, "")
+
+
+# -- markers as special tokens (as in real Qwen/GLM/Mistral vocabularies) ---------------------------------
+
+SPECIAL_MODEL = marker_model(TOKENS, special=True)
+SPECIAL_TOK = Tokenizer.from_pretrained(SPECIAL_MODEL)
+SPECIAL_TEXTS = {
+    "turn_tokens": "<think>a<|user|>b</think>c<|im_end|>d</s>",
+    "mistral": "[THINK]a<|user|>[/THINK]c</s>",
+    "tool_in_reasoning": "<think>r " + CALL,
+    "reopen": "a</think>b<think>c</think>d",
+}
+SPECIAL_CASES = [(p, n) for p in ("deepseek_r1", "qwen3", "glm45", "mistral") for n in SPECIAL_TEXTS]
+
+
+@pytest.fixture(scope="module")
+def vllm_special() -> list[Any]:
+    out = [SPECIAL_TOK.encode(SPECIAL_TEXTS[n], add_special_tokens=False) for _, n in SPECIAL_CASES]
+    cases = [{"op": "reasoning", "parser": p, "text": SPECIAL_TEXTS[n]} for p, n in SPECIAL_CASES]
+    cases += [
+        {"op": "count_reasoning", "parser": p, "ids": i} for (p, _), i in zip(SPECIAL_CASES, out, strict=True)
+    ]
+    answers = vllm_results(cases, TOKENS, special=True)
+    n = len(SPECIAL_CASES)
+    return list(zip(answers[:n], answers[n:], strict=True))
+
+
+@pytest.mark.real_engine
+def test_special_token_markers_equal_vllm(vllm_special: list[Any]) -> None:
+    for (parser, name), (theirs, their_count) in zip(SPECIAL_CASES, vllm_special, strict=True):
+        p = reasoning_parser_class(parser)(SPECIAL_TOK, None)
+        if (parser, name) in DEVIATIONS:  # deepseek_r1 "reopen": see DEVIATIONS
+            continue
+        assert p.parse(SPECIAL_TEXTS[name]) == (theirs["reasoning"], theirs["content"]), (parser, name)
+        out = SPECIAL_TOK.encode(SPECIAL_TEXTS[name], add_special_tokens=False)
+        if parser != "deepseek_r1" or out[0] == SPECIAL_TOK.token_to_id("<think>"):
+            assert p.count_reasoning_tokens(out) == their_count, (parser, name)
