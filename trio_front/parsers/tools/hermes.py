@@ -62,7 +62,7 @@ class HermesToolParser(ToolParser):
             elif self._state in ("text", "after"):
                 i = self._buf.find(START)
                 if i < 0:
-                    keep = partial_marker_len(self._buf, START)
+                    keep = partial_marker_len(self._buf, START) if "<" in self._buf[-10:] else 0
                     if self._state == "text" and len(self._buf) > keep:
                         out.append(Content(self._buf[: len(self._buf) - keep]))
                     self._buf = self._buf[len(self._buf) - keep :]

@@ -17,7 +17,7 @@ Deliberate deviations, because streamed text and calls cannot be taken back:
 * text *before* the first call is content (vLLM drops it once a call follows, which only the end of
   the output tells);
 * a failing candidate does not turn the calls around it into content: it is released as content and
-  the calls stay;
+  the calls stay (a brace that plainly starts no JSON object, ``{x``, is prose: dropped after a call);
 * ``{...}{...}`` with nothing between is two calls (vLLM skips a ``{`` right at the end of the previous
   object, then fails on its inner object and returns everything as content — an off-by-one).
 
@@ -122,7 +122,7 @@ class Llama3JsonToolParser(ToolParser):
                 if m is None:
                     break
                 if m.group() not in '"}':  # prose braces: a JSON object starts with a key or is empty
-                    self._reject(out, self._lead + 1)
+                    self._reject(out, self._lead + 1, prose=True)
                     continue
                 self._checked = True
             end = self._span.end(candidate)
@@ -149,7 +149,7 @@ class Llama3JsonToolParser(ToolParser):
         trailing run of whitespace / python_tag, and a partial python_tag)."""
         keep = 0
         if not final:
-            n = len(self._buf) - partial_marker_len(self._buf, PYTHON_TAG)
+            n = len(self._buf) - partial_hold(self._buf, PYTHON_TAG)
             keep = len(self._buf) - _lead_start(self._buf, n)
         self._emit_text(out, self._buf[: len(self._buf) - keep])
         self._buf = self._buf[len(self._buf) - keep :]
@@ -167,18 +167,28 @@ class Llama3JsonToolParser(ToolParser):
         self._buf = self._buf[end:]
         self._span = None
 
-    def _reject(self, out: list[ToolEvent], end: int) -> None:
-        """The candidate is not a call: ``_buf[:end]`` is released verbatim (after a call, without its
-        lead, which is text between calls)."""
-        text = self._buf[self._lead if self._called else 0 : end]
+    def _reject(self, out: list[ToolEvent], end: int, *, prose: bool = False) -> None:
+        """The candidate is not a call: ``_buf[:end]`` is released verbatim. After a call its lead, and
+        a brace that is plainly prose, are text between calls, dropped; a failed JSON-like candidate
+        (a truncated second call, say) is still released."""
+        text = "" if self._called and prose else self._buf[self._lead if self._called else 0 : end]
         if text:
             out.append(Content(text))
         self._buf = self._buf[end:]
         self._span = None
 
 
+def partial_hold(text: str, marker: str) -> int:
+    """``partial_marker_len``, with a fast answer when the marker's first character is not near the end."""
+    if marker[0] not in text[1 - len(marker) :]:
+        return 0
+    return partial_marker_len(text, marker)
+
+
 def _lead_start(text: str, end: int) -> int:
     """Start of the whitespace / python_tag run that ends at *end*."""
+    if not end or not (text[end - 1].isspace() or text[end - 1] == ">"):
+        return end  # the common case, without the regex
     m = _LEAD.search(text, 0, end)
     return m.start() if m else end
 

@@ -34,8 +34,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from .base import Content, ToolCall, ToolEvent, ToolParser, partial_marker_len
-from .llama_json import JsonSpan
+from .base import Content, ToolCall, ToolEvent, ToolParser
+from .llama_json import JsonSpan, partial_hold
 
 BOT = "[TOOL_CALLS]"
 ARGS = "[ARGS]"
@@ -150,9 +150,11 @@ class MistralToolParser(ToolParser):
 
     def _feed_text(self, out: list[ToolEvent]) -> None:
         i = self._buf.find(BOT)
-        end = i if i >= 0 else len(self._buf) - partial_marker_len(self._buf, BOT)
-        space = _TRAILING_SPACE.search(self._buf, 0, end)
-        cut = space.start() if space else end
+        end = i if i >= 0 else len(self._buf) - partial_hold(self._buf, BOT)
+        cut = end
+        if end and self._buf[end - 1].isspace():
+            space = _TRAILING_SPACE.search(self._buf, 0, end)
+            cut = space.start() if space else end
         if cut:
             self._content(out, self._buf[:cut])
             self._spoke = True
@@ -221,7 +223,7 @@ class MistralToolParser(ToolParser):
             if not (self._emitted or self._failed):
                 self._early_v11(out, seg)
             if self._emitted:  # the rest of the segment is dropped: keep only a partial marker
-                self._buf = self._buf[len(self._buf) - partial_marker_len(self._buf, BOT) :]
+                self._buf = self._buf[len(self._buf) - partial_hold(self._buf, BOT) :]
             return
 
     def _early_v11(self, out: list[ToolEvent], seg: str) -> None:

@@ -10,8 +10,8 @@ Anything else — text around the list, a truncated list — is content, the who
 ``llama4_pythonic`` first strips a leading ``<|python_start|>`` and, if it was there, every
 ``<|python_end|>`` (content then is the stripped text, as in vLLM).
 
-Streaming: an output that does not start with ``[`` (or ``<|python_start|>``) is content from the
-first character, passed straight through; one that does is held whole until :meth:`finish`, since
+Streaming: an output that does not start with ``[name(`` (or ``<|python_start|>``) is content as soon
+as that is clear, passed straight through; one that does is held whole until :meth:`finish`, since
 text after the list would still turn it back into content.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -37,6 +38,7 @@ _KEYWORD = re.compile(r"[a-zA-Z]\w*=")
 _CLOSE = re.compile(r"\)\s*\]")
 _END = re.compile(r"\s*\]")
 _SPACE = re.compile(r"\s*")
+_OPENING = re.compile(r"\[([a-zA-Z]\w*)?")
 
 
 def has_call_shape(text: str) -> bool:
@@ -112,7 +114,9 @@ def dotted_name(node: ast.expr) -> str:
 def pythonic_calls(text: str) -> list[ToolCall] | None:
     """The calls of a whole output, or ``None`` where vLLM answers with content."""
     try:
-        module = ast.parse(text)
+        with warnings.catch_warnings():  # "invalid escape sequence" in model output is not our warning
+            warnings.simplefilter("ignore")
+            module = ast.parse(text)
     except (SyntaxError, ValueError):  # ValueError: a NUL byte
         return None
     value = getattr(module.body[0], "value", None) if module.body else None
@@ -145,13 +149,24 @@ class PythonicToolParser(ToolParser):
             return [Content(text)] if text else []
         self._buf += text
         if self._mode == "undecided":
-            if any(self._buf.startswith(s) for s in self.starts):
-                self._mode = "held"
-            elif not any(s.startswith(self._buf) for s in self.starts):
-                self._mode = "content"
+            self._mode = self._decide(self._buf)
+            if self._mode == "content":
                 out, self._buf = self._buf, ""
                 return [Content(out)]
         return []
+
+    def _decide(self, text: str) -> Literal["undecided", "content", "held"]:
+        """A call list must open with ``[name(`` (vLLM's regex), so ``[1] See ...`` streams as content
+        as soon as its second character arrives."""
+        if text.startswith("["):
+            m = _OPENING.match(text)
+            assert m is not None
+            if m.end() == len(text):
+                return "undecided"
+            return "held" if m.group(1) and text[m.end()] == "(" else "content"
+        if any(text.startswith(s) for s in self.starts):
+            return "held"
+        return "undecided" if any(s.startswith(text) for s in self.starts) else "content"
 
     def finish(self) -> list[ToolEvent]:
         text, self._buf = self._prepare(self._buf), ""
