@@ -13,9 +13,10 @@ streamed) and without tools.
   arguments; and when the prompt already holds a ``</think>`` (a multi-turn conversation) the whole think
   block leaks into ``content`` (vllm_features.md Appendix B, which saw it with tools only; here it shows
   without tools too) — :func:`test_vllm_streamed_with_tools_leaks_the_think_block` pins that one down.
-* trio-front, non-streamed and streamed (assembled as a client does), must equal vLLM's non-streamed
-  answer: content, reasoning, tool-call names and arguments, finish_reason. Tool-call ids are random in
-  both; only their format is compared. ``""`` and a missing/``null`` field count as the same (a client
+* trio-front, non-streamed and streamed (assembled as a client does; streamed also with
+  ``--stream-interval 5``, several tokens per delta), must equal vLLM's non-streamed answer: content,
+  reasoning, tool-call names and arguments, finish_reason. Tool-call ids are random in both; only their
+  format is compared. ``""`` and a missing/``null`` field count as the same (a client
   that concatenates deltas cannot tell them apart).
 """
 
@@ -303,21 +304,28 @@ def vllm_stack(model: Path, script: Path, tmp: Path) -> Stack:
     return Stack("vllm", argv, _mock(model, script, engine_port, tmp / "vllm-mock.log"), http_port, tmp)
 
 
-def trio_stack(model: Path, script: Path, tmp: Path) -> Stack:
+def trio_stack(
+    model: Path, script: Path, tmp: Path, *, name: str = "trio", extra: tuple[str, ...] = ()
+) -> Stack:
     engine_port, http_port = pick_free_port(), pick_free_port()
     argv = [
         sys.executable, "-m", "trio_front.cli", "run",
         "--engine-addr", f"tcp://127.0.0.1:{engine_port}", "--model", str(model),
-        "--served-model-name", "tiny", "--port", str(http_port), *FLAGS,
+        "--served-model-name", "tiny", "--port", str(http_port), *FLAGS, *extra,
     ]  # fmt: skip
-    return Stack("trio", argv, _mock(model, script, engine_port, tmp / "trio-mock.log"), http_port, tmp)
+    return Stack(name, argv, _mock(model, script, engine_port, tmp / f"{name}-mock.log"), http_port, tmp)
 
 
 @pytest.fixture(scope="module")
 def stacks(model: Path, script: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Stack]]:
     """Both stacks, started together (vLLM's frontend takes ~20-30 s; trio-front's start hides in it)."""
     tmp = tmp_path_factory.mktemp("tools-on-mock")
-    started = {"vllm": vllm_stack(model, script, tmp), "trio": trio_stack(model, script, tmp)}
+    started = {
+        "vllm": vllm_stack(model, script, tmp),
+        "trio": trio_stack(model, script, tmp),
+        # Several tokens per streamed delta: markers and call JSON arrive split differently.
+        "trio-si": trio_stack(model, script, tmp, name="trio-si", extra=("--stream-interval", "5")),
+    }
     try:
         for stack in started.values():
             stack.start()
@@ -335,6 +343,11 @@ def vllm(stacks: dict[str, Stack]) -> dict[tuple[str, str], dict[str, Any]]:
 @pytest.fixture(scope="module")
 def trio(stacks: dict[str, Stack]) -> dict[tuple[str, str], dict[str, Any]]:
     return stacks["trio"].wait().all_answers()
+
+
+@pytest.fixture(scope="module")
+def trio_si(stacks: dict[str, Stack]) -> dict[tuple[str, str], dict[str, Any]]:
+    return stacks["trio-si"].wait().all_answers()
 
 
 # ------------------------------------------------------------------------------------------ vLLM, recorded
@@ -475,3 +488,12 @@ def test_trio_front_with_tools_equals_vllm_non_streamed(vllm, trio, case: str, m
 @pytest.mark.parametrize("case", list(CASES))
 def test_trio_front_without_tools_equals_vllm_non_streamed(vllm, trio, case: str, mode: str) -> None:
     assert _view(trio[case, mode]) == _view(vllm[case, "plain"])
+
+
+@pytest.mark.parametrize("mode", ["tools-stream", "plain-stream"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_trio_front_with_stream_interval_equals_vllm_non_streamed(
+    vllm, trio_si, case: str, mode: str
+) -> None:
+    reference = vllm[case, "tools" if mode == "tools-stream" else "plain"]
+    assert _view(trio_si[case, mode]) == _view(reference)
