@@ -75,6 +75,11 @@ HERMES = {
     "lookalike_markers": "Use <tool> or <tool_ or <tool_call without closing > in prose.",
     "first_malformed_second_ok": tc('{"name": "get_weather", "arguments": }') + "\n" + tc(T),
     "partial_closing_at_end": "<tool_call>\n" + W + "\n</tool_",
+    "garbage_after_object": tc(W + " extra"),
+    "surrogate_pair_escape": tc(
+        '{"name": "send_message", "arguments": {"text": "\\ud83d\\ude00 \\u00e9\\t"}}'
+    ),
+    "non_object_body": tc('["get_weather", {"city": "Paris"}]'),
 }
 
 
@@ -101,6 +106,8 @@ LLAMA = {
     "leading_whitespace": "\n\n  " + params(W),
     "python_tag_then_prose": "<|python_tag|>I cannot call a tool for that.",
     "name_not_string": '{"name": 7, "parameters": {}}',
+    "arguments_win_over_parameters": '{"name": "get_time", "arguments": {"a": 1}, "parameters": {"b": 2}}',
+    "surrogate_pair_escape": '{"name": "send_message", "parameters": {"text": "\\ud83d\\ude00"}}',
 }
 
 
@@ -155,6 +162,8 @@ MISTRAL_PRE = {
     "not_calls": B + "[1, 2, 3]",
     "later_marker_ignored": B + "[" + W + "]" + B + "[" + T + "]",
     "repeated_marker": B + B + "[" + W + "]",
+    "fallback_regex": B + '[[{"name": "get_time", "arguments": {}}]',
+    "non_string_name": B + '[{"name": 5, "arguments": {"a": 1}}, {"x": 1}]',
 }
 
 MISTRAL_V11 = {
@@ -257,6 +266,14 @@ DEVIATIONS: list[tuple[str, str, tuple[Any, ...], tuple[Any, ...]]] = [
         B + "[" + W + "]",
         (None, [("get_weather", '{"city": "Paris", "unit": "celsius"}')]),
         (None, [("[", W)]),
+    ),
+    # Prose between the marker and a pre-v11 list: we read the v11 format; vLLM's fallback regex finds
+    # the list.
+    (
+        "mistral_pre_v11",
+        B + ' here: [{"name": "get_time", "arguments": {}}]',
+        (None, [("here: [", '{"name": "get_time", "arguments": {}}')]),
+        (None, [("get_time", "{}")]),
     ),
     # The v11 format with a pre-v11 vocabulary: vLLM cannot decode it and returns it as content.
     (

@@ -41,11 +41,13 @@ _NONSPACE = re.compile(r"\S")
 
 
 class JsonSpan:
-    """Finds where a JSON object/array that starts at ``text[0]`` ends, across growing *text*
-    (string-aware bracket depth; it does not validate — ``json.loads`` does)."""
+    """Finds where a JSON object/array that starts at ``text[start]`` ends, across growing *text*
+    (string-aware bracket depth; it does not validate — ``json.loads`` does). Each call scans only
+    what arrived since the last one."""
 
-    def __init__(self) -> None:
-        self.pos = 0
+    def __init__(self, start: int = 0) -> None:
+        self.start = start
+        self.pos = start
         self.depth = 0
         self.in_string = False
 
@@ -115,20 +117,19 @@ class Llama3JsonToolParser(ToolParser):
                 start = _lead_start(self._buf, i)
                 self._emit_text(out, self._buf[:start])
                 self._buf = self._buf[start:]
-                self._lead, self._span, self._checked = i - start, JsonSpan(), False
-            candidate = self._buf[self._lead :]
+                self._lead, self._span, self._checked = i - start, JsonSpan(i - start), False
             if not self._checked:
-                m = _NONSPACE.search(candidate, 1)
+                m = _NONSPACE.search(self._buf, self._lead + 1)
                 if m is None:
                     break
                 if m.group() not in '"}':  # prose braces: a JSON object starts with a key or is empty
                     self._reject(out, self._lead + 1, prose=True)
                     continue
                 self._checked = True
-            end = self._span.end(candidate)
+            end = self._span.end(self._buf)
             if end is None:
                 break
-            self._close(out, candidate[:end], self._lead + end)
+            self._close(out, self._buf[self._lead : end], end)
         return out
 
     def finish(self) -> list[ToolEvent]:

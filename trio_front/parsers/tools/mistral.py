@@ -24,7 +24,12 @@ Deliberate deviations (streamed text cannot be taken back):
   before the marker (vLLM's content is then only the text after it);
 * ``[TOOL_CALLS]`` followed only by whitespace is no call (v11+ vLLM: a call named ``""``; pre-v11: content
   ``""``);
-* either format is understood whatever the vocabulary (vLLM reads the other one as garbage).
+* either format is understood whatever the vocabulary (vLLM reads the other one as garbage);
+  consequently ``[TOOL_CALLS] text [{...}]`` (prose before a pre-v11 list, which vLLM's fallback
+  regex still finds) is read as a v11 call named ``text [``.
+
+Not here: vLLM's pre-v11 path also parses a bare JSON array without the marker when ``tool_choice`` is
+``required`` or a named function (its guided-decoding output); the parser does not see ``tool_choice``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ ARGS = "[ARGS]"
 _FALLBACK = re.compile(r"\[{.*}\]", re.DOTALL)  # vLLM's pre-v11 second try
 _TRAILING_SPACE = re.compile(r"\s*\Z")
 _FIRST = re.compile(r"(?:\s|\[TOOL_CALLS\])*")
+_NONSPACE = re.compile(r"\S")
 
 
 def pre_v11_calls(parsed: Any) -> list[ToolCall]:
@@ -111,6 +117,7 @@ class MistralToolParser(ToolParser):
         self._span: JsonSpan | None = None
         self._failed = False  # the JSON value closed but decided nothing: wait for the end
         self._emitted = False  # the current v11 call was emitted early
+        self._name = ""  # the current v11 call's name, once its separator arrived
 
     def feed(self, text: str) -> list[ToolEvent]:
         self._buf += text
@@ -227,26 +234,28 @@ class MistralToolParser(ToolParser):
             return
 
     def _early_v11(self, out: list[ToolEvent], seg: str) -> None:
-        sep = _separator(seg)
-        if sep is None:
-            return
-        raw = seg[sep[1] :]
-        value = raw.lstrip()
-        if not value:
-            return
-        if value[0] not in "[{":
-            self._failed = True  # a scalar or prose: decided at the segment's end
-            return
-        self._span = self._span or JsonSpan()
-        end = self._span.end(value)
+        if self._span is None:
+            sep = _separator(seg)
+            if sep is None:
+                return
+            value = _NONSPACE.search(seg, sep[1])
+            if value is None:
+                return
+            if value.group() not in "[{":
+                self._failed = True  # a scalar or prose: decided at the segment's end
+                return
+            self._name = seg[: sep[0]].strip()
+            self._span = JsonSpan(value.start())
+        end = self._span.end(seg)
         if end is None:
             return
+        args = seg[self._span.start : end]
         try:
-            json.loads(value[:end])
+            json.loads(args)
         except ValueError:
             self._failed = True
             return
-        out.append(ToolCall(seg[: sep[0]].strip(), value[:end]))
+        out.append(ToolCall(self._name, args))
         self._emitted = True
 
     def _end_v11(self, out: list[ToolEvent], seg: str) -> None:
