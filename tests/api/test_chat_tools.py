@@ -260,7 +260,7 @@ async def reasoning_server(tmp_path: Path):
     [
         # vLLM 0.32 streams `<think>`-leaking content when tools and a reasoning parser are both active;
         # its non-streamed answer (the one we match, streamed or not) is the sane one.
-        ("THINK-CALL", "I should look it up.", "\n\n", ["get_weather"], True),
+        ("THINK-CALL", "I should look it up.", "", ["get_weather"], True),  # blank content: dropped
         ("THINK-TEXT", "Pondering <b>.", "\n\nThe answer is 42.", [], True),
         ("THINK-TEXT", "Pondering <b>.", "\n\nThe answer is 42.", [], False),
         ("THINK-OPEN", SCRIPT["THINK-OPEN"], "", [], True),  # qwen3: no </think> means all reasoning

@@ -276,3 +276,22 @@ def test_unknown_parser_names_are_listed() -> None:
         AssistantConfig(enable_auto_tool_choice=True)
     with pytest.raises(ValueError, match="known: .*deepseek_r1"):
         AssistantConfig(reasoning_parser="nope")
+
+
+@pytest.mark.parametrize("pieces", splits("\n\n" + TEXT.split("</think>")[1][6:]), ids=range(7))
+def test_blank_content_beside_calls_is_dropped(pieces: list[str]) -> None:
+    """vLLM's non-streamed answer: content that is only whitespace next to calls is null."""
+    out = auto_output(reasoning=False)
+    got = assemble(run(out, pieces))
+    assert got["content"] == out.result.content == ""
+    assert [c["name"] for c in got["calls"]] == ["get_weather", "search"]
+
+
+def test_blank_content_without_calls_or_before_text_is_kept() -> None:
+    out = auto_output(reasoning=False)
+    assert assemble(run(out, ["\n", " \n"]))["content"] == "\n \n"
+    out = auto_output(reasoning=False)
+    assert (
+        assemble(run(out, ["\n\n", "Hi", '<call>{"name": "search", "arguments": {}}</call>']))["content"]
+        == "\n\nHi"
+    )

@@ -11,6 +11,10 @@ Reasoning text never reaches the tool stage; content text goes to the plan's sta
 call (named: streamed as argument deltas as they arrive). A complete call becomes
 ``ToolCallStarted``, ``ToolCallArgumentsDelta`` (its whole arguments), ``ToolCallDone``.
 Without parallel tool calls only the first call is kept (vLLM's ``maybe_filter_parallel_tool_calls``).
+In auto mode, content that is only whitespace is held until it turns out to be followed by real text
+(then it is released) or by a call (then it is dropped): vLLM's non-streamed answer has no content beside
+calls when the content is blank (typically the ``"\n\n"`` after ``</think>``), and a stream cannot
+take back what it sent.
 ``include_reasoning=False`` drops reasoning events (the text is still split off, never shown as content).
 """
 
@@ -65,6 +69,7 @@ class AssistantOutput:
             self._tools = plan.parser_cls(plan.tools)
         elif plan.mode == "required":
             self._tools = RequiredCalls()
+        self._blank: str | None = ""  # auto mode: blank content held back; None once real text came
         self._named_started = False
         self._named_held = ""  # leading whitespace of a named call, held until the arguments start
         self._reasoning_text: list[str] = []
@@ -91,6 +96,9 @@ class AssistantOutput:
         events = self._route(self._reasoning.finish()) if self._reasoning is not None else []
         if self._tools is not None:
             events += self._tool_events(self._tools.finish())
+            if self._blank and not self._calls:
+                events += self._text(self._blank)
+            self._blank = None
         elif self.plan.mode == "named" and self._named_started:
             call = self._calls_in_progress_named()
             events.append(call)
@@ -150,9 +158,18 @@ class AssistantOutput:
                     done,
                 ]
             elif event.text:
-                self._content.append(event.text)
-                out.append(ContentDelta(event.text))
+                text = event.text
+                if self._blank is not None and self.plan.mode == "auto":
+                    if not text.strip():
+                        self._blank += text
+                        continue
+                    text, self._blank = self._blank + text, None
+                out += self._text(text)
         return out
+
+    def _text(self, text: str) -> list[AssistantEvent]:
+        self._content.append(text)
+        return [ContentDelta(text)]
 
     def _named(self, text: str) -> list[AssistantEvent]:
         if not self._named_started:
