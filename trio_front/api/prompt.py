@@ -43,8 +43,14 @@ async def build_prompt(
     *,
     max_tokens: int | None,
     truncate: bool = False,
+    tools: list[dict[str, Any]] | None = None,
+    reasoning_effort: str | None = None,
 ) -> Prompt:
     """Render and tokenize; raise a 400 :class:`APIError` (``param`` ``input_tokens`` when too long).
+
+    *tools* (chat form, ``{"type": "function", "function": {...}}``) go to the chat template, as the
+    assistant layer's plan says (``ToolPlan.render_tools``); messages may carry assistant ``tool_calls``,
+    ``tool`` results and ``reasoning``.
 
     Cancellation: tokenizing a long prompt runs in a worker thread; cancelling abandons it at once."""
     limits = state.limits
@@ -54,7 +60,9 @@ async def build_prompt(
         if instructions:
             conversation.insert(0, {"role": "system", "content": instructions})
         try:
-            rendered = state.renderer.render(conversation, add_generation_prompt=True)
+            rendered = state.renderer.render(
+                conversation, add_generation_prompt=True, tools=tools, reasoning_effort=reasoning_effort
+            )
         except ChatTemplateError as exc:
             raise APIError(400, str(exc), param="input") from None
         return await state.tokenizer.encode_async(rendered.prompt, add_special_tokens=False)
