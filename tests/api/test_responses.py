@@ -121,8 +121,10 @@ async def test_sse_framing_and_keep_alive() -> None:
     ("body", "param"),
     [
         ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
-        ({"input": "x", "tools": [{"type": "function", "name": "f"}]}, "tools"),
-        ({"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]}, "input[0]"),
+        ({"input": "x", "tools": [{"type": "function", "name": "f"}]}, "tool_choice"),  # no auto parser
+        ({"input": "x", "tools": [{"type": "web_search"}]}, "tools"),
+        ({"input": [{"type": "item_reference", "id": "c"}]}, "input[0]"),
+        ({"input": [{"type": "function_call", "call_id": "c"}]}, "input[0].name"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]},
             "input[0].content",
@@ -131,7 +133,9 @@ async def test_sse_framing_and_keep_alive() -> None:
         ({"input": "x", "max_output_tokens": 10**6}, "max_output_tokens"),
         ({"input": "x", "temperature": 5}, "temperature"),
         ({"input": "x", "background": True}, "background"),
-        ({"input": "x", "text": {"format": {"type": "json_object"}}}, "text.format"),
+        ({"input": "x", "text": {"format": {"type": "xml"}}}, "text.format"),
+        ({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}, "text.format"),
+        ({"input": "x", "reasoning": {"effort": "extreme"}}, "reasoning.effort"),
         ({"input": []}, "input"),
         ({}, "input"),
     ],

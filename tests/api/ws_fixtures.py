@@ -86,16 +86,21 @@ async def start_ws_server(
     ws: WSOptions | None = None,
     ping_interval: float | None = None,
     keep_alive_interval: float | None = None,
+    frontend: dict[str, Any] | None = None,
     **mock_options: Any,
 ) -> WSServer:
     """Mock engine + app under hypercorn on port 0-ish; *ws* sets the WebSocket limits, *ping_interval*
     hypercorn's WebSocket pings, the rest are MockEngineConfig fields (default step 2 ms)."""
     port = free_port()
     engine_addr = engine_ipc_addr()
-    frontend = FrontendConfig(
-        engine_addr=engine_addr, model=MODEL, ping_interval=0, keep_alive_interval=keep_alive_interval
+    config_ = FrontendConfig(
+        engine_addr=engine_addr,
+        model=MODEL,
+        ping_interval=0,
+        keep_alive_interval=keep_alive_interval,
+        **(frontend or {}),  # e.g. tool_call_parser
     )
-    app = build_app(frontend)
+    app = build_app(config_)
     if ws is not None:
         app.state.ws_options = ws
     config = hypercorn.config.Config()

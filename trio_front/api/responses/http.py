@@ -14,7 +14,7 @@ from typing import Any
 
 from ..http import Send, SSEWriter, send_json
 from ..models import parse_json, structure
-from ..state import ServerState
+from ..state import ServerState, engine_failure
 from .request import ResponsesRequest, new_response_id, plan
 from .run import run_response
 
@@ -56,6 +56,8 @@ async def handle_post(state: ServerState, body: bytes, send: Send) -> None:
     planned = await plan(state, req, new_response_id())
     if not req.stream:
         outcome = await run_response(planned, _Discard())
+        if outcome.constraint_rejected:  # the client's constraint, not our failure: a 400, as for chat
+            raise engine_failure(planned.setup.constraint if planned.setup else None, "text.format")
         await send_json(send, 200, outcome.response)
         return
     sse = SSEWriter(send, send_timeout=state.send_timeout)

@@ -1,17 +1,17 @@
 """``POST /v1/responses`` bodies (and WebSocket ``response.create`` events): validation and planning.
 
-Supported: ``input`` as a string or a list of messages (``{"role", "content"}`` with a string or
-``input_text``/``output_text`` parts, with or without ``"type": "message"``; roles ``user``,
-``assistant``, ``system`` and ``developer``, the latter treated as ``system``), ``instructions`` (a
-system message first; as at OpenAI it is not carried over by ``previous_response_id``),
-``max_output_tokens``, ``temperature``, ``top_p``, ``truncation`` (``"auto"`` drops the oldest messages
-when the prompt does not fit), ``metadata`` and ``user`` (echoed), and vLLM's sampling extras (``top_k``,
-``seed``, ``stop``...). ``store``, ``reasoning``, ``include``, ``service_tier``, ``parallel_tool_calls``,
-``prompt_cache_key`` and ``safety_identifier`` are accepted and ignored.
+Supported: ``input`` as a string or a list of items (:mod:`.items`: messages, ``function_call``,
+``function_call_output``, ``reasoning``), ``instructions`` (a system message first; as at OpenAI it is
+not carried over by ``previous_response_id``), ``max_output_tokens``, ``temperature``, ``top_p``,
+``truncation`` (``"auto"`` drops the oldest messages when the prompt does not fit), ``metadata`` and
+``user`` (echoed), function ``tools`` / ``tool_choice`` / ``parallel_tool_calls`` (:mod:`.tools`, planned
+by :mod:`trio_front.assistant`), ``text.format`` (structured outputs: ``json_schema`` / ``json_object`` /
+``text``), ``reasoning.effort`` (the chat template's ``reasoning_effort``), and vLLM's sampling extras
+(``top_k``, ``seed``, ``stop``...). ``store``, ``include``, ``service_tier``, ``prompt_cache_key``,
+``safety_identifier`` and ``reasoning.summary`` are accepted and ignored.
 
-Refused with a 400 that names the field: ``tools`` (non-empty), ``tool_choice`` other than
-``auto``/``none``, structured ``text.format``, ``background``, ``conversation``, ``prompt`` templates,
-``top_logprobs`` > 0, non-text input (images, files, function calls, item references), and
+Refused with a 400 that names the field: non-function tools, ``background``, ``conversation``, ``prompt``
+templates, ``top_logprobs`` > 0, non-text content (images, files), item references, and
 ``previous_response_id`` over HTTP (nothing is stored; WebSocket mode keeps responses per socket).
 """
 
@@ -23,6 +23,9 @@ from typing import Any
 
 import attrs
 
+from trio_front.assistant import plan_tools
+from trio_front.assistant.setup import AssistantSetup
+from trio_front.serving import structured
 from trio_front.serving.generation import Generation
 from trio_front.serving.params import ParamError, build_params
 
@@ -30,9 +33,10 @@ from ..errors import APIError
 from ..models import SamplingFields
 from ..prompt import build_prompt
 from ..state import ServerState, param_error
+from .items import input_messages
+from .tools import chat_tool_choice, chat_tools, echo_tools
 
-ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
-TEXT_PARTS = ("input_text", "output_text", "text")
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 
 @attrs.define(kw_only=True)
@@ -44,6 +48,8 @@ class ResponsesRequest(SamplingFields):
     text: Any = None
     tools: Any = None
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    reasoning: Any = None
     truncation: Any = None
     metadata: Any = None
     store: Any = None
@@ -62,8 +68,11 @@ class Plan:
     response_id: str
     model: str
     #: history + this request's input (without instructions): the context a continuation builds on
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     generation: Generation | None  # None when generate is false
+    setup: AssistantSetup | None = None
+    #: the Response object's echo of tools, tool_choice, parallel_tool_calls, text and reasoning
+    echo: dict[str, Any] = attrs.field(factory=dict)
     created_at: int = attrs.field(factory=lambda: int(time.time()))
 
 
@@ -71,60 +80,18 @@ def new_response_id() -> str:
     return f"resp_{secrets.token_hex(24)}"
 
 
-def input_messages(value: Any) -> list[dict[str, str]]:
-    """The ``input`` field as chat messages; raises a 400 :class:`APIError`."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [{"role": "user", "content": value}]
-    if not isinstance(value, list):
-        raise APIError(400, "input must be a string or a list of input items", param="input")
-    messages = []
-    for index, item in enumerate(value):
-        where = f"input[{index}]"
-        if not isinstance(item, dict):
-            raise APIError(400, f"{where} must be an object", param=where)
-        kind = item.get("type", "message")
-        if kind != "message":
-            raise APIError(
-                400, f"input items of type {kind!r} are not supported (text messages only)", param=where
-            )
-        role = ROLES.get(item.get("role"))  # type: ignore[arg-type]
-        if role is None:
-            raise APIError(400, f"{where}.role must be one of {sorted(ROLES)}", param=f"{where}.role")
-        messages.append({"role": role, "content": _content_text(item.get("content"), where)})
-    return messages
-
-
-def _content_text(content: Any, where: str) -> str:
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise APIError(400, f"{where}.content must be a string or a list of parts", param=f"{where}.content")
-    texts = []
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in TEXT_PARTS or not isinstance(part.get("text"), str):
-            raise APIError(
-                400,
-                f"content parts of type {kind!r} are not supported (input_text/output_text only)",
-                param=f"{where}.content",
-            )
-        texts.append(part["text"])
-    return "".join(texts)
-
-
 def check_supported(req: ResponsesRequest, *, websocket: bool) -> None:
     """Refuse what this server does not implement, naming the field."""
     if req.instructions is not None and not isinstance(req.instructions, str):
         raise APIError(400, "instructions must be a string", param="instructions")
-    if req.tools:
-        raise APIError(400, "tools are not supported yet", param="tools")
-    if req.tool_choice not in (None, "auto", "none"):
-        raise APIError(400, "tool_choice other than 'auto' or 'none' is not supported", param="tool_choice")
-    fmt = req.text.get("format") if isinstance(req.text, dict) else None
-    if req.text is not None and (not isinstance(req.text, dict) or fmt not in (None, {"type": "text"})):
-        raise APIError(400, "only text.format {'type': 'text'} is supported", param="text.format")
+    if req.text is not None and not isinstance(req.text, dict):
+        raise APIError(400, "text must be an object", param="text")
+    if req.reasoning is not None:
+        effort = req.reasoning.get("effort") if isinstance(req.reasoning, dict) else None
+        if not isinstance(req.reasoning, dict) or effort not in (None, *EFFORTS):
+            raise APIError(
+                400, f"reasoning.effort must be one of {', '.join(EFFORTS)}", param="reasoning.effort"
+            )
     if req.background:
         raise APIError(400, "background responses are not supported", param="background")
     if req.conversation is not None:
@@ -149,24 +116,61 @@ def check_supported(req: ResponsesRequest, *, websocket: bool) -> None:
         raise APIError(400, "generate: false is only supported in WebSocket mode", param="generate")
 
 
+def _assistant(
+    state: ServerState, req: ResponsesRequest
+) -> tuple[AssistantSetup, list[dict[str, Any]] | None, dict[str, Any]]:
+    """(the assistant setup, the chat-form tools, the Response object's echo of these fields)."""
+    tools = chat_tools(req.tools)
+    choice = chat_tool_choice(req.tool_choice, bool(tools))
+    fmt = req.text.get("format") if isinstance(req.text, dict) else None
+    try:
+        plan_ = plan_tools(tools, choice, req.parallel_tool_calls, state.assistant)
+        constraint = structured.from_text_format(fmt, config=state.structured)
+        setup = AssistantSetup.build(
+            plan_,
+            constraint,
+            config=state.assistant,
+            structured_config=state.structured,
+            tokenizer=state.tokenizer,
+            constraint_param="text.format",
+        )
+    except ParamError as exc:
+        raise param_error(exc) from None
+    effort = req.reasoning.get("effort") if isinstance(req.reasoning, dict) else None
+    echo = {
+        "tools": echo_tools(tools),
+        "tool_choice": req.tool_choice if req.tool_choice is not None else "auto",
+        "parallel_tool_calls": req.parallel_tool_calls is not False,
+        "text": {"format": fmt or {"type": "text"}},
+        "reasoning": (
+            {"effort": effort, "summary": req.reasoning.get("summary")}
+            if isinstance(req.reasoning, dict)
+            else None
+        ),
+    }
+    return setup, plan_.render_tools, echo
+
+
 async def plan(
     state: ServerState,
     req: ResponsesRequest,
     response_id: str,
     *,
-    history: list[dict[str, str]] | None = None,
+    history: list[dict[str, Any]] | None = None,
     websocket: bool = False,
 ) -> Plan:
     """Validate *req*, render and tokenize it (after *history*); raise a 400/404/503 :class:`APIError`."""
     state.check_model(req.model)
     check_supported(req, websocket=websocket)
-    messages = [*(history or ()), *input_messages(req.input)]
+    messages = input_messages(req.input, history or ())
     model = req.model or state.served_model_name
+    setup, render_tools, echo = _assistant(state, req)
     if req.generate is False:
-        return Plan(req, response_id, model, messages, None)
+        return Plan(req, response_id, model, messages, None, None, echo)
     if not messages:
         raise APIError(400, "input must not be empty", param="input")
     state.check_engine()
+    effort = echo["reasoning"]["effort"] if echo["reasoning"] else None
     try:
         prompt = await build_prompt(
             state,
@@ -174,9 +178,16 @@ async def plan(
             messages,
             max_tokens=req.max_output_tokens,
             truncate=req.truncation == "auto",
+            tools=render_tools,
+            reasoning_effort=effort,
         )
         params, text_params = build_params(
-            req, limits=state.limits, max_tokens=prompt.max_tokens, stream=True
+            req,
+            limits=state.limits,
+            max_tokens=prompt.max_tokens,
+            stream=True,
+            structured_outputs=setup.constraint,
+            skip_special_tokens=False if setup.needs_special_tokens else None,
         )
     except APIError as exc:
         if exc.param == "max_tokens":
@@ -184,6 +195,7 @@ async def plan(
         raise
     except ParamError as exc:
         raise param_error(exc) from None
+    reasoning_ended, reasoning_kwargs = setup.start(prompt.ids)
     generation = Generation(
         state.engine,
         state.tokenizer,
@@ -193,5 +205,7 @@ async def plan(
         id_prefix=response_id,
         priority=req.priority,
         cache_salt=req.cache_salt,
+        reasoning_ended=reasoning_ended,
+        reasoning_parser_kwargs=reasoning_kwargs,
     )
-    return Plan(req, response_id, model, messages, generation)
+    return Plan(req, response_id, model, messages, generation, setup, echo)

@@ -92,7 +92,7 @@ class ResponsesSocketHandler:
         self.sock = sock
         self.state = state
         self.lanes: dict[str | None, str] = {}  # stream_id → id of the response running on it
-        self.stored: OrderedDict[str, list[dict[str, str]]] = OrderedDict()
+        self.stored: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
 
     async def opened(self) -> None:
         pass
@@ -176,8 +176,8 @@ class ResponsesSocketHandler:
             finished = True
             if outcome.status in ("completed", "incomplete"):
                 context = list(planned.messages)
-                if planned.generation is not None:
-                    context.append({"role": "assistant", "content": outcome.text})
+                if outcome.message is not None:  # with its tool calls and reasoning
+                    context.append(outcome.message)
                 self._remember(planned.response_id, context)
         finally:
             del self.lanes[stream_id]
@@ -185,7 +185,7 @@ class ResponsesSocketHandler:
             if not finished:
                 stats.cancelled_total += 1
 
-    def _remember(self, response_id: str, context: list[dict[str, str]]) -> None:
+    def _remember(self, response_id: str, context: list[dict[str, Any]]) -> None:
         self.stored[response_id] = context
         while len(self.stored) > self.sock.options.max_stored_responses:
             self.stored.popitem(last=False)

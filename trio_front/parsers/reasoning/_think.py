@@ -69,6 +69,9 @@ class MarkerReasoningParser(ReasoningParser):
         self._held = ""
         self._pending_ws = ""
         self._ended_in_prompt = self.reasoning_end_in(())
+        #: set by start() while deciding whether the output opens reasoning of its own
+        self._openers: list[str] | None = None
+        self._sniffed = ""
         by_state: dict[State, list[str]] = {State.REASONING: [], State.CONTENT: []}
         for state, marker in self.g.rules:
             by_state[state].append(marker)
@@ -95,15 +98,24 @@ class MarkerReasoningParser(ReasoningParser):
 
     def start(self, prompt_ids: Sequence[int]) -> None:
         self._ended_in_prompt = self.reasoning_end_in(prompt_ids)
-        if self._ended_in_prompt:
-            # vLLM's streaming path skips reasoning extraction then; its non-streaming path ignores the
-            # prompt. We follow streaming for both (the model was told it is past reasoning).
-            self.passthrough = True
+        if self._ended_in_prompt and not self.passthrough:
+            # vLLM's streaming path then takes the whole output as content; its non-streaming path
+            # ignores the prompt. Neither is right alone: the prompt's "ended" is often an earlier
+            # turn's </think> (vLLM scans back across turns), so an output that opens its own
+            # reasoning block is parsed as usual, and anything else is content.
+            openers = [m for (st, m), r in self.g.rules.items() if st is State.REASONING and r.to is st]
+            if self.g.initial is State.REASONING and openers:
+                self._openers = openers
+                self._sniffed = ""
+            else:
+                self.passthrough = True
 
     def reasoning_ended_in_prompt(self) -> bool:
         return self._ended_in_prompt
 
     def feed(self, text: str) -> list[ReasoningEvent]:
+        if self._openers is not None:
+            return self._sniff(text)
         if self.passthrough:
             return [Content(text)] if text else []
         out: list[ReasoningEvent] = []
@@ -126,7 +138,24 @@ class MarkerReasoningParser(ReasoningParser):
         self._emit(out, rest[: len(rest) - hold])
         return out
 
+    def _sniff(self, text: str) -> list[ReasoningEvent]:
+        """After a prompt that ended reasoning: does the output open a reasoning block of its own?"""
+        assert self._openers is not None
+        self._sniffed += text
+        head = self._sniffed.lstrip()
+        if not head or any(len(head) < len(m) and m.startswith(head) for m in self._openers):
+            return []  # undecided: blank so far, or the start of an opener
+        openers, buf = self._openers, self._sniffed
+        self._openers, self._sniffed = None, ""
+        if not any(head.startswith(m) for m in openers):
+            self.passthrough = True
+        return self.feed(buf)
+
     def finish(self) -> list[ReasoningEvent]:
+        if self._openers is not None:  # the output ended undecided: it was content
+            buf, self._openers, self._sniffed = self._sniffed, None, ""
+            self.passthrough = True
+            return [Content(buf)] if buf else []
         if self.passthrough:
             return []
         out: list[ReasoningEvent] = []
