@@ -7,14 +7,20 @@ Not vLLM's ``/v1/realtime``: vLLM serves speech-to-text there (``input_audio_buf
 ``transcription.delta``/``done`` out, its own event names). This endpoint serves *text* models with
 OpenAI's Realtime events and ``output_modalities: ["text"]``; audio events are answered with an error.
 
-Supported client events: ``session.update``, ``conversation.item.create`` (system/user/assistant text
-messages, ``previous_item_id``), ``conversation.item.delete``, ``conversation.item.truncate`` (text
-items: only ``audio_end_ms: 0``, which clears the text), ``conversation.item.retrieve``,
-``response.create`` (with per-response ``instructions``, ``max_output_tokens``, sampling fields,
-``conversation: "none"``, ``input`` items or ``item_reference``s, ``metadata``) and ``response.cancel``.
+Supported client events: ``session.update`` (with function ``tools`` and ``tool_choice``),
+``conversation.item.create`` (system/user/assistant text messages, ``function_call`` and
+``function_call_output`` items, ``previous_item_id``), ``conversation.item.delete``,
+``conversation.item.truncate`` (text items: only ``audio_end_ms: 0``, which clears the text),
+``conversation.item.retrieve``, ``response.create`` (with per-response ``instructions``,
+``max_output_tokens``, sampling fields, ``tools``, ``tool_choice``, ``conversation: "none"``, ``input``
+items or ``item_reference``s, ``metadata``) and ``response.cancel``.
 Server events: ``session.created``/``updated``, ``conversation.item.added``/``done`` (beta
 ``conversation.item.created``), ``conversation.item.deleted``/``truncated``/``retrieved``, the
-``response.*`` sequence of :mod:`.response`, and ``error``.
+``response.*`` sequence of :mod:`.response` (message and ``function_call`` items), and ``error``.
+
+Tool calls and reasoning come from the shared assistant layer (``trio_front.assistant``), exactly as
+for chat completions: ``tool_choice`` ``auto`` needs ``--enable-auto-tool-choice`` and a
+``--tool-call-parser``; ``required`` and a named function constrain the output with a grammar.
 
 The conversation lives as long as the socket and is rendered through the model's chat template for
 each response (session ``instructions`` first, as a system message). One response runs at a time, as a

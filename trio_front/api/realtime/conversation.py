@@ -1,13 +1,21 @@
-"""The conversation a Realtime socket holds: message items in order, bounded in count and size.
+"""The conversation a Realtime socket holds: items in order, bounded in count and size.
 
-Only ``message`` items with text content are supported (roles ``system``, ``user``, ``assistant``);
-audio, images and function calls are refused with a clear error. Limits (``WSOptions``): at most
-``max_items`` items and ``max_chars`` characters of text from the client; the assistant's own output is
-always admitted (it is bounded by ``max_output_tokens`` and the model's context).
+Item types: ``message`` with text content (roles ``system``, ``user``, ``assistant``), ``function_call``
+(``call_id``, ``name``, ``arguments``: the assistant's call, from a client or from a response) and
+``function_call_output`` (``call_id``, ``output``: the client's result). Audio and images are refused
+with a clear error. Limits (``WSOptions``): at most ``max_items`` items and ``max_chars`` characters of
+text from the client; the assistant's own output is always admitted (it is bounded by
+``max_output_tokens`` and the model's context).
+
+Rendering (:func:`chat_messages`): a ``function_call`` becomes a ``tool_calls`` entry of an assistant
+message — of the assistant message or call right before it when there is one (one assistant turn, as
+vLLM merges them), else of a new assistant message with no content; a ``function_call_output`` becomes
+a ``tool`` message with ``tool_call_id``. :mod:`trio_front.text.chat_messages` does the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -16,15 +24,30 @@ from .protocol import Dialect, EventError, Ids
 
 ROLES = ("system", "user", "assistant")
 TEXT_PARTS = ("input_text", "output_text", "text")
+ITEM_TYPES = ("message", "function_call", "function_call_output")
 
 
 @attrs.define(eq=False)
 class Item:
     id: str
-    role: str
-    #: content parts as ``(type, text)``
+    role: str  # messages only ("" otherwise)
+    #: content parts as ``(type, text)`` (messages only)
     parts: list[tuple[str, str]]
     status: str = "completed"
+    type: str = "message"
+    call_id: str = ""  # function_call / function_call_output
+    name: str = ""  # function_call
+    arguments: str = ""  # function_call: the JSON arguments string
+    output: str = ""  # function_call_output
+
+    @classmethod
+    def function_call(cls, item_id: str, call_id: str, name: str, arguments: str = "", **kw: Any) -> Item:
+        return cls(item_id, "", [], type="function_call", call_id=call_id, name=name, arguments=arguments,
+                   **kw)  # fmt: skip
+
+    @classmethod
+    def function_call_output(cls, item_id: str, call_id: str, output: str) -> Item:
+        return cls(item_id, "", [], type="function_call_output", call_id=call_id, output=output)
 
     @property
     def text(self) -> str:
@@ -32,30 +55,71 @@ class Item:
 
     @property
     def chars(self) -> int:
-        return sum(len(text) for _, text in self.parts)
+        return sum(len(text) for _, text in self.parts) + len(self.name + self.arguments + self.output)
 
     def wire(self) -> dict[str, Any]:
+        head = {"id": self.id, "object": "realtime.item", "type": self.type}
+        if self.type == "function_call":
+            return {**head, "status": self.status, "call_id": self.call_id, "name": self.name,
+                    "arguments": self.arguments}  # fmt: skip
+        if self.type == "function_call_output":
+            return {**head, "status": self.status, "call_id": self.call_id, "output": self.output}
         return {
-            "id": self.id,
-            "object": "realtime.item",
-            "type": "message",
+            **head,
             "role": self.role,
             "status": self.status,
             "content": [{"type": kind, "text": text} for kind, text in self.parts],
         }
 
-    def message(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.text}
+
+def chat_messages(items: Iterable[Item]) -> list[dict[str, Any]]:
+    """Items → the chat messages the template renders (see the module docstring)."""
+    messages: list[dict[str, Any]] = []
+    for item in items:
+        last = messages[-1] if messages and messages[-1]["role"] == "assistant" else None
+        if item.type == "function_call":
+            call = {"id": item.call_id, "type": "function",
+                    "function": {"name": item.name, "arguments": item.arguments}}  # fmt: skip
+            if last is not None:
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif item.type == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
+        else:
+            messages.append({"role": item.role, "content": item.text})
+    return messages
+
+
+def _string(data: dict[str, Any], key: str, *, empty: bool = False) -> str:
+    value = data.get(key, "" if empty else None)
+    if not isinstance(value, str) or (not empty and not value):
+        kind = "a string" if empty else "a non-empty string"
+        raise EventError(f"item.{key} must be {kind}", "invalid_value", param=f"item.{key}")
+    return value
 
 
 def parse_item(data: Any, ids: Ids, dialect: Dialect) -> Item:
     """A client's ``item`` object → :class:`Item`; raises :class:`EventError`."""
     if not isinstance(data, dict):
         raise EventError("item must be an object", "invalid_value", param="item")
+    item_id = data.get("id")
+    if item_id is not None and (not isinstance(item_id, str) or not item_id or len(item_id) > 64):
+        raise EventError("item.id must be a non-empty string of at most 64 characters", "invalid_value",
+                         param="item.id")  # fmt: skip
+    item_id = item_id or ids.new("item")
     kind = data.get("type", "message")
+    if kind == "function_call":
+        return Item.function_call(
+            item_id, _string(data, "call_id"), _string(data, "name"), _string(data, "arguments", empty=True)
+        )
+    if kind == "function_call_output":
+        return Item.function_call_output(
+            item_id, _string(data, "call_id"), _string(data, "output", empty=True)
+        )
     if kind != "message":
         raise EventError(
-            f"items of type {kind!r} are not supported: this server serves text messages only",
+            f"items of type {kind!r} are not supported (supported: {', '.join(ITEM_TYPES)})",
             "unsupported_item_type",
             param="item.type",
         )
@@ -87,11 +151,7 @@ def parse_item(data: Any, ids: Ids, dialect: Dialect) -> Item:
         if role == "assistant" and ptype == "input_text":
             ptype = dialect.assistant_text
         parts.append((ptype, text))
-    item_id = data.get("id")
-    if item_id is not None and (not isinstance(item_id, str) or not item_id or len(item_id) > 64):
-        raise EventError("item.id must be a non-empty string of at most 64 characters", "invalid_value",
-                         param="item.id")  # fmt: skip
-    return Item(item_id or ids.new("item"), role, parts)
+    return Item(item_id, role, parts)
 
 
 class Conversation:
@@ -147,11 +207,19 @@ class Conversation:
         self.chars -= item.chars
         return item
 
+    def holds(self, item: Item) -> bool:
+        return self._by_id.get(item.id) is item
+
     def set_text(self, item: Item, index: int, text: str) -> None:
         kind, old = item.parts[index]
         item.parts[index] = (kind, text)
-        if item.id in self._by_id:
+        if self.holds(item):
             self.chars += len(text) - len(old)
 
-    def messages(self) -> list[dict[str, str]]:
-        return [item.message() for item in self.items]
+    def set_arguments(self, item: Item, arguments: str) -> None:
+        old, item.arguments = item.arguments, arguments
+        if self.holds(item):
+            self.chars += len(arguments) - len(old)
+
+    def messages(self) -> list[dict[str, Any]]:
+        return chat_messages(self.items)

@@ -4,8 +4,13 @@ Every client event is handled in the socket's reader task, in order. Nothing her
 network: replies go to the outbox with ``put`` (which waits only while the outbox is full, i.e. while
 the client is not reading), and a response runs as its own task (:mod:`.response`). An event that cannot
 be honoured — malformed JSON, an unknown type, audio, a second ``response.create`` while one runs, a
-conversation that does not fit the context with ``truncation: "disabled"`` — gets an ``error`` event
-that names the client's ``event_id``, and the socket stays open.
+conversation that does not fit the context with ``truncation: "disabled"``, tools or a tool choice that
+vLLM would refuse — gets an ``error`` event that names the client's ``event_id``, nothing reaches the
+engine, and the socket stays open.
+
+``response.create`` plans the response as chat completions does: ``plan_tools`` → ``AssistantSetup`` →
+the prompt rendered with the plan's tools → engine params with the setup's constraint → a generation
+told where reasoning ends.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from trio_front.assistant.setup import AssistantSetup
 from trio_front.serving.generation import Generation
 from trio_front.serving.params import ParamError, build_params
 
@@ -23,7 +29,7 @@ from ..errors import APIError
 from ..prompt import build_prompt
 from ..state import ServerState
 from ..ws import Socket
-from .conversation import Conversation, Item, parse_item
+from .conversation import Conversation, Item, chat_messages, parse_item
 from .protocol import Dialect, EventError, Ids, error_event
 from .response import RealtimeResponse, ResponseRunner
 from .session import Session, apply, sampling_fields
@@ -132,7 +138,7 @@ class RealtimeHandler:
         point within them is 0 ms: their text is cleared (the user heard none of it). Anything later is
         past the end of the audio, which OpenAI answers with an error too."""
         item = self.conversation.get(event.get("item_id"))
-        if item.role != "assistant":
+        if item.type != "message" or item.role != "assistant":
             raise EventError(
                 "only assistant message items can be truncated", "invalid_value", param="item_id"
             )
@@ -161,7 +167,7 @@ class RealtimeHandler:
         await self._reply({"type": "conversation.item.retrieved", "item": item.wire()})
 
     def _refuse_if_generating(self, item: Item) -> None:
-        if self.active is not None and self.active.item is item:
+        if self.active is not None and item in self.active.items and item.status == "in_progress":
             raise EventError(
                 "the item is still being generated; cancel the response first",
                 "item_in_progress",
@@ -195,18 +201,36 @@ class RealtimeHandler:
             messages = self._input_messages(overrides["input"])
         else:
             messages = self.conversation.messages()
+        plan = settings.plan(self.state, "response")
+        state = self.state
         try:
-            self.state.check_engine()
+            # Reasoning is parsed (never shown as text) but has no Realtime event: include_reasoning stays
+            # on so that the engine applies a tool grammar only after the model's reasoning ends.
+            setup = AssistantSetup.build(
+                plan,
+                None,
+                config=state.assistant,
+                structured_config=state.structured,
+                tokenizer=state.tokenizer,
+            )
+            state.check_engine()
             prompt = await build_prompt(
-                self.state,
+                state,
                 settings.instructions,
                 messages,
                 max_tokens=settings.max_output_tokens,
                 truncate=settings.truncation == "auto",
+                tools=plan.render_tools,
             )
-            fields = sampling_fields(settings.sampling, self.state, where="response")
-            params, text_params = build_params(fields, limits=self.state.limits, max_tokens=prompt.max_tokens,
-                                               stream=True)  # fmt: skip
+            fields = sampling_fields(settings.sampling, state, where="response")
+            params, text_params = build_params(
+                fields,
+                limits=state.limits,
+                max_tokens=prompt.max_tokens,
+                stream=True,
+                structured_outputs=setup.constraint,
+                skip_special_tokens=False if setup.needs_special_tokens else None,
+            )
         except APIError as exc:
             code = "context_length_exceeded" if exc.param == "input_tokens" else "invalid_request"
             if exc.status == 503:
@@ -215,8 +239,16 @@ class RealtimeHandler:
         except ParamError as exc:
             raise EventError(str(exc), "invalid_value", param=exc.param) from None
         response_id = self.ids.new("resp")
+        reasoning_ended, reasoning_kwargs = setup.start(prompt.ids)
         generation = Generation(
-            self.state.engine, self.state.tokenizer, prompt.ids, params, text_params, id_prefix=response_id
+            state.engine,
+            state.tokenizer,
+            prompt.ids,
+            params,
+            text_params,
+            id_prefix=response_id,
+            reasoning_ended=reasoning_ended,
+            reasoning_parser_kwargs=reasoning_kwargs,
         )
         response = self.active = RealtimeResponse(
             response_id,
@@ -225,24 +257,25 @@ class RealtimeHandler:
             settings.max_output_tokens,
             metadata,
             settings.sampling,
+            setup,
         )
         runner = ResponseRunner(self.sock, self.ids, self.dialect, response)
         runner.announce()
         self.sock.start_soon(runner.run, self._response_done)
 
-    def _input_messages(self, items: Any) -> list[dict[str, str]]:
+    def _input_messages(self, items: Any) -> list[dict[str, Any]]:
         """``response.input``: items for this response only (full items or ``item_reference``s)."""
         if not isinstance(items, list):
             raise EventError(
                 "response.input must be a list of items", "invalid_value", param="response.input"
             )
-        messages = []
+        chosen: list[Item] = []
         for data in items:
             if isinstance(data, dict) and data.get("type") == "item_reference":
-                messages.append(self.conversation.get(data.get("id")).message())
+                chosen.append(self.conversation.get(data.get("id")))
             else:
-                messages.append(parse_item(data, self.ids, self.dialect).message())
-        return messages
+                chosen.append(parse_item(data, self.ids, self.dialect))
+        return chat_messages(chosen)
 
     def _response_done(self, response: RealtimeResponse) -> None:
         if self.active is response:

@@ -5,7 +5,8 @@ Accepted settings (session and ``response.create.response``): ``instructions``, 
 integer ≥ 1 or ``"inf"``, meaning whatever fits the context), ``truncation`` (session only: ``"auto"``,
 the default as at OpenAI, drops the oldest items when the conversation outgrows the context;
 ``"disabled"`` answers ``response.create`` with an error instead; a ``retention_ratio`` object counts as
-``"auto"``), ``tools`` (only empty) and ``tool_choice`` (``"auto"``/``"none"``). Sampling fields, as in
+``"auto"``), ``tools`` (function tools) and ``tool_choice`` (``"auto"``/``"none"``/``"required"``/
+``{"type": "function", "name"}``; checked with vLLM's rules by :mod:`.tools`). Sampling fields, as in
 vLLM's other endpoints: ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``presence_penalty``,
 ``frequency_penalty``, ``repetition_penalty``, ``seed``, ``stop``, ``ignore_eos``, ``min_tokens``. Audio
 settings (``audio``, ``voice``, ``turn_detection``, ``input_audio_format``...), ``include``, ``tracing``
@@ -19,12 +20,14 @@ from typing import Any
 
 import attrs
 
+from trio_front.assistant import ToolPlan
 from trio_front.serving.params import ParamError, build_params
 
 from ..errors import APIError
 from ..models import SamplingFields, structure
 from ..state import ServerState
 from .protocol import Dialect, EventError
+from .tools import check_tools, tool_plan
 
 SAMPLING_KEYS = (
     "temperature",
@@ -46,11 +49,15 @@ class Settings:
     instructions: str = ""
     max_output_tokens: int | None = None  # None: "inf"
     truncation: str = "auto"
-    tool_choice: str = "auto"
+    tools: list[dict[str, Any]] = attrs.field(factory=list)  # the Realtime form, as the client sent it
+    tool_choice: Any = "auto"
     sampling: dict[str, Any] = attrs.field(factory=dict)
 
     def copy(self) -> Settings:
-        return attrs.evolve(self, sampling=dict(self.sampling))
+        return attrs.evolve(self, sampling=dict(self.sampling), tools=list(self.tools))
+
+    def plan(self, state: ServerState, where: str) -> ToolPlan:
+        return tool_plan(self.tools, self.tool_choice, state.assistant, where)
 
 
 def apply(
@@ -92,15 +99,12 @@ def apply(
             raise EventError("truncation must be 'auto', 'disabled' or a retention_ratio object",
                              "invalid_value", param="session.truncation")  # fmt: skip
         settings.truncation = value
-    if data.get("tools"):
-        raise EventError(
-            "tools are not supported by this server yet", "unsupported_tools", param=f"{where}.tools"
-        )
-    if "tool_choice" in data and data["tool_choice"] is not None:
-        if data["tool_choice"] not in ("auto", "none"):
-            raise EventError("tool_choice must be 'auto' or 'none' (no tools are supported)", "invalid_value",
-                             param=f"{where}.tool_choice")  # fmt: skip
-        settings.tool_choice = data["tool_choice"]
+    if "tools" in data:
+        settings.tools = check_tools(data["tools"], where)
+    if "tool_choice" in data:
+        settings.tool_choice = "auto" if data["tool_choice"] is None else data["tool_choice"]
+    if "tools" in data or "tool_choice" in data:
+        settings.plan(state, where)  # refuse a bad pair now, not at the next response
     sampling = {k: data[k] for k in SAMPLING_KEYS if k in data}
     if sampling:
         merged = {**settings.sampling, **sampling}
@@ -158,7 +162,7 @@ class Session:
             d.modalities_key: ["text"],
             "instructions": s.instructions,
             d.max_tokens_key: "inf" if s.max_output_tokens is None else s.max_output_tokens,
-            "tools": [],
+            "tools": s.tools,
             "tool_choice": s.tool_choice,
             "truncation": s.truncation,
         }
