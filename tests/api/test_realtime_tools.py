@@ -70,6 +70,27 @@ class PromptRecorder:
         return self.script.match(prompt_ids)
 
 
+def record_requests(server: WSServer) -> list[dict[str, Any]]:
+    """Wraps the engine client's ``generate``: each engine request's params and reasoning hints."""
+    sent: list[dict[str, Any]] = []
+    engine = server.app.engine
+    generate = engine.generate
+
+    def spy(prompt_ids: list[int], params: Any, **kwargs: Any) -> Any:
+        sent.append({"params": params, **kwargs})
+        return generate(prompt_ids, params, **kwargs)
+
+    engine.generate = spy  # type: ignore[method-assign]
+    return sent
+
+
+def schema_sent(request: dict[str, Any]) -> Any:
+    constraint = request["params"].structured_outputs
+    if constraint is None:
+        return None
+    return json.loads(constraint.json) if isinstance(constraint.json, str) else constraint.json
+
+
 @asynccontextmanager
 async def tool_server(tmp: Path, frontend: dict[str, Any] = HERMES, **mock: Any) -> AsyncIterator[WSServer]:
     # a file: server.py's _read_template stats its value as a path first (a long text is ENAMETOOLONG)
@@ -191,6 +212,7 @@ async def test_auto_call_after_text(server) -> None:
 
 
 async def test_required_and_named(server) -> None:
+    sent = record_requests(server)
     async with realtime(server) as c:
         await update(c, tools=[WEATHER], tool_choice="required")
         required, events = await turn(c, "REQUIRED")
@@ -200,6 +222,18 @@ async def test_required_and_named(server) -> None:
         named, events = await turn(c, "NAMED", tool_choice={"type": "function", "name": "get_weather"})
         check_events(events, named)
         assert shape(named) == [("function_call", "get_weather", {"city": "Rome"}, "completed")]
+        await turn(c, "PLAIN", tool_choice="auto")
+    # the grammars the engine was given: a list of calls, then get_weather's (closed) parameters, then none
+    required_schema, named_schema, auto_schema = (schema_sent(r) for r in sent)
+    assert required_schema["type"] == "array"
+    assert required_schema["items"]["anyOf"][0]["properties"]["name"] == {
+        "type": "string",
+        "enum": ["get_weather"],
+    }
+    assert named_schema == {**WEATHER["parameters"], "additionalProperties": False}
+    assert auto_schema is None
+    # hermes' markers may be special tokens: auto mode keeps them in the text (vLLM's adjust_request)
+    assert [r["params"].skip_special_tokens for r in sent] == [True, True, False]
 
 
 async def test_text_only_and_tool_choice_none(server) -> None:
@@ -336,6 +370,18 @@ async def test_cancel_mid_call_aborts_the_engine_request(tmp_path: Path) -> None
         server.assert_every_request_ended_once()
 
 
+async def test_named_call_cut_by_max_output_tokens_is_incomplete(server) -> None:
+    async with realtime(server) as c:
+        choice = {"type": "function", "name": "get_weather"}
+        final, events = await turn(c, "NAMED-LONG", tools=[WEATHER], tool_choice=choice, max_output_tokens=6)
+    assert final["status"] == "incomplete" and final["status_details"]["reason"] == "max_output_tokens"
+    [item] = final["output"]
+    assert item["type"] == "function_call" and item["status"] == "incomplete"
+    assert SCRIPT["NAMED-LONG"].startswith(item["arguments"]) and item["arguments"]
+    assert not any(e["type"] == "response.function_call_arguments.done" for e in events)
+    check_events(events, final)
+
+
 async def test_bad_tools_are_error_events_and_nothing_reaches_the_engine(tmp_path: Path) -> None:
     async with tool_server(tmp_path) as server:
         async with realtime(server) as c:
@@ -400,6 +446,7 @@ async def test_beta_dialect_function_call_events(server) -> None:
 async def test_reasoning_is_in_no_event(tmp_path: Path) -> None:
     frontend = {**HERMES, "reasoning_parser": "qwen3"}
     async with tool_server(tmp_path, frontend=frontend) as server:
+        sent = record_requests(server)
         async with realtime(server) as c:
             await update(c, tools=[WEATHER])
             final, events = await turn(c, "THINK-CALL")
@@ -410,6 +457,9 @@ async def test_reasoning_is_in_no_event(tmp_path: Path) -> None:
             await c.send({"type": "response.create", "response": {"tools": []}})
             plain, events = await c.until("response.done")
             assert not any("Need data" in json.dumps(e) for e in events)
+        # the engine is told where reasoning stands (the prompt opened no <think>: it has not ended)
+        assert [r["reasoning_ended"] for r in sent] == [False, False]
+        assert all(r["reasoning_parser_kwargs"] == {"chat_template_kwargs": {}} for r in sent)
 
 
 async def test_sdk_reads_function_call_events(server) -> None:

@@ -25,8 +25,9 @@ none for it; it is split off and never shown as text. When the response ends, th
 final text: all of it when the response completes; when it is cancelled, what was generated so far,
 with status ``incomplete`` (OpenAI also keeps the truncated item). A function call cut off that way gets
 ``response.output_item.done`` (status ``incomplete``) but no ``function_call_arguments.done``: its
-arguments are not a call. A response cancelled before any output has no item, and nothing is added to
-the conversation. ``conversation: "none"`` responses never touch it.
+arguments are not a call; so does a named call cut by ``max_output_tokens``. A response cancelled
+before any output has no item, and nothing is added to the conversation. ``conversation: "none"``
+responses never touch it.
 
 Cancellation: ``response.cancel`` cancels the response's scope; the generation's context exits and
 aborts the engine request at once (one synchronous send), then the closing events go out with the
@@ -94,6 +95,7 @@ class ResponseRunner:
         self.out: AssistantOutput = response.setup.output()
         self._open: Item | None = None  # the item being generated
         self._buf: list[str] = []  # its text / arguments so far
+        self._cut = False  # the output was cut inside a named call
 
     def announce(self) -> None:
         """Push ``response.created`` (from the reader task, so it precedes any later reply)."""
@@ -115,7 +117,9 @@ class ResponseRunner:
                             while (chunk := await gen.next_chunk()) is not None:
                                 self._events(self.out.push(chunk.text, chunk.token_ids))
                         # Only a generation that ended flushes the parsers: a cancelled one must not
-                        # turn a half-written call into a finished one.
+                        # turn a half-written call into a finished one. A named call is the whole output:
+                        # cut by max_output_tokens, its arguments are not a call either.
+                        self._cut = gen.finish_reason == "length" and self.r.setup.plan.mode == "named"
                         self._events(self.out.finish())
                     except (GenerationError, EngineError) as exc:
                         error = exc
@@ -144,7 +148,7 @@ class ResponseRunner:
             elif isinstance(event, ToolCallArgumentsDelta):
                 self._arguments_delta(event.delta)
             elif isinstance(event, ToolCallDone):
-                self._close("completed", arguments=event.arguments)
+                self._close("incomplete" if self._cut else "completed", arguments=event.arguments)
             # ReasoningDelta: OpenAI's Realtime API has no event for it.
 
     def _start(self, item: Item) -> None:
