@@ -130,9 +130,13 @@ def _shared_bind(host: str, port: int) -> str:
 
 
 def _read_template(value: str | None) -> str | None:
-    if value is not None and Path(value).is_file():
-        return Path(value).read_text()
-    return value
+    """``--chat-template``: a file path, or the template itself (a long one is no valid path)."""
+    if value is None or "{" in value:
+        return value
+    try:
+        return Path(value).read_text() if Path(value).is_file() else value
+    except OSError:
+        return value
 
 
 async def serve_frontend(
