@@ -36,6 +36,8 @@ def fields(params: wire.StructuredOutputsParams) -> dict:
         ({"type": "json_schema", "json_schema": {"name": "n", "schema": SCHEMA}}, None, {"json": SCHEMA}),
         (None, {"json": json.dumps(SCHEMA)}, {"json": json.dumps(SCHEMA)}),
         (None, {"regex": "[a-z]+"}, {"regex": "[a-z]+"}),
+        (None, {"regex": ""}, {"regex": ""}),  # vLLM: "empty regex is indeed compiles to a valid grammar"
+        (None, {"regex": "\n"}, {"regex": "\n"}),
         (None, {"choice": ["a", "b"]}, {"choice": ["a", "b"]}),
         (None, {"grammar": 'root ::= "a"'}, {"grammar": 'root ::= "a"'}),
         (None, {"grammar": 'start: "a" | "b"'}, {"grammar": 'start: "a" | "b"'}),  # Lark
@@ -87,6 +89,8 @@ for _ in range(70):
         (None, {"json_object": False}, "json_object must be true"),
         (None, {"regex": "a\x00b"}, "NUL"),
         (None, {"regex": "(a"}, "Invalid regex"),
+        (None, {"regex": "a(?=b)"}, "Invalid regex"),  # look-around: neither llguidance nor xgrammar
+        (None, {"regex": 5}, "must be a string"),
         (None, {"grammar": "root ::= ("}, "Invalid grammar"),
         (None, {"json": {"type": "object", "properties": 5}}, "Invalid json schema"),
         (None, {"json": DEEP}, "nested too deeply"),

@@ -269,8 +269,9 @@ def _check_shape(key: str, value: Any, param: str) -> tuple[str, Any]:
             raise ParamError("json_object must be true", param)
         return "json_schema", {"type": "object"}
     if key == "regex":
-        if not isinstance(value, str) or not value:
-            raise ParamError("The regex must be a non-empty string", param)
+        # An empty or blank regex is valid (it matches "" / " "); vLLM accepts it too.
+        if not isinstance(value, str):
+            raise ParamError("The regex must be a string", param)
         if "\x00" in value:
             raise ParamError("The regex must not contain a NUL character", param)
         return "regex", value
