@@ -185,3 +185,31 @@ def test_completions_with_a_json_schema(client: openai.OpenAI) -> None:
     )
     assert result.choices[0].finish_reason == "stop"
     assert set(json.loads(result.choices[0].text)) == {"n"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_constraint_only_the_engine_rejects_is_a_400_and_it_keeps_serving(
+    client: openai.OpenAI, stream: bool
+) -> None:
+    """xgrammar's own structural-tag format passes to the engine unvalidated (we validate with
+    llguidance, which does not know it); a bogus one fails there (finish_reason error). That is the
+    client's constraint, so: a 400 (in-band for a stream), never a 500, and the engine serves on."""
+    bogus = {"type": "structural_tag", "format": {"type": "no_such_format", "x": 1}}
+    if not stream:
+        with pytest.raises(openai.BadRequestError, match="structured-output constraint"):
+            client.chat.completions.create(
+                model=NAME, messages=MESSAGES, response_format=bogus, max_tokens=10
+            )
+    else:
+        with pytest.raises(openai.APIError, match="structured-output constraint"):
+            for _ in client.chat.completions.create(
+                model=NAME, messages=MESSAGES, response_format=bogus, max_tokens=10, stream=True
+            ):
+                pass
+    ok = client.chat.completions.create(
+        model=NAME,
+        messages=MESSAGES,
+        max_tokens=10,
+        extra_body={"structured_outputs": {"choice": ["a", "b"]}},
+    )
+    assert ok.choices[0].message.content in ("a", "b")
