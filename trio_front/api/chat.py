@@ -24,9 +24,10 @@ from trio_front.assistant.setup import AssistantSetup
 from trio_front.engine.client import EngineError
 from trio_front.serving import structured
 from trio_front.serving.generation import Chunk, Generation, GenerationError
-from trio_front.serving.params import ParamError, build_params, check_prompt
+from trio_front.serving.params import ParamError, check_prompt
 from trio_front.text.chat_template import ChatTemplateError
 
+from .assistant_request import assistant_generation, assistant_params
 from .errors import APIError
 from .http import Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import chat_logprobs
@@ -88,30 +89,21 @@ async def prepare(
     try:
         limits = state.limits
         max_tokens = check_prompt(len(ids), limits, max_tokens)
-        params, text_params = build_params(
-            req,
-            limits=limits,
-            max_tokens=max_tokens,
-            logprobs=logprobs,
-            stream=stream,
-            structured_outputs=setup.constraint,
-            skip_special_tokens=False if setup.needs_special_tokens else None,
+        params, text_params = assistant_params(
+            setup, req, limits=limits, max_tokens=max_tokens, logprobs=logprobs, stream=stream
         )
     except ParamError as exc:
         raise param_error(exc) from None
-    reasoning_ended, reasoning_kwargs = setup.start(ids)
     request_id = new_id("chatcmpl")
-    generation = Generation(
-        state.engine,
-        state.tokenizer,
+    generation = assistant_generation(
+        state,
+        setup,
         ids,
         params,
         text_params,
         id_prefix=request_id,
         priority=req.priority,
         cache_salt=req.cache_salt,
-        reasoning_ended=reasoning_ended,
-        reasoning_parser_kwargs=reasoning_kwargs,
     )
     return generation, request_id, setup
 

@@ -22,9 +22,9 @@ from typing import Any
 import orjson
 
 from trio_front.assistant.setup import AssistantSetup
-from trio_front.serving.generation import Generation
-from trio_front.serving.params import ParamError, build_params
+from trio_front.serving.params import ParamError
 
+from ..assistant_request import assistant_generation, assistant_params
 from ..errors import APIError
 from ..prompt import build_prompt
 from ..state import ServerState
@@ -223,13 +223,8 @@ class RealtimeHandler:
                 tools=plan.render_tools,
             )
             fields = sampling_fields(settings.sampling, state, where="response")
-            params, text_params = build_params(
-                fields,
-                limits=state.limits,
-                max_tokens=prompt.max_tokens,
-                stream=True,
-                structured_outputs=setup.constraint,
-                skip_special_tokens=False if setup.needs_special_tokens else None,
+            params, text_params = assistant_params(
+                setup, fields, limits=state.limits, max_tokens=prompt.max_tokens, stream=True
             )
         except APIError as exc:
             code = "context_length_exceeded" if exc.param == "input_tokens" else "invalid_request"
@@ -239,16 +234,8 @@ class RealtimeHandler:
         except ParamError as exc:
             raise EventError(str(exc), "invalid_value", param=exc.param) from None
         response_id = self.ids.new("resp")
-        reasoning_ended, reasoning_kwargs = setup.start(prompt.ids)
-        generation = Generation(
-            state.engine,
-            state.tokenizer,
-            prompt.ids,
-            params,
-            text_params,
-            id_prefix=response_id,
-            reasoning_ended=reasoning_ended,
-            reasoning_parser_kwargs=reasoning_kwargs,
+        generation = assistant_generation(
+            state, setup, prompt.ids, params, text_params, id_prefix=response_id
         )
         response = self.active = RealtimeResponse(
             response_id,

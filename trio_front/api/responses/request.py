@@ -27,8 +27,9 @@ from trio_front.assistant import plan_tools
 from trio_front.assistant.setup import AssistantSetup
 from trio_front.serving import structured
 from trio_front.serving.generation import Generation
-from trio_front.serving.params import ParamError, build_params
+from trio_front.serving.params import ParamError
 
+from ..assistant_request import assistant_generation, assistant_params
 from ..errors import APIError
 from ..models import SamplingFields
 from ..prompt import build_prompt
@@ -181,13 +182,8 @@ async def plan(
             tools=render_tools,
             reasoning_effort=effort,
         )
-        params, text_params = build_params(
-            req,
-            limits=state.limits,
-            max_tokens=prompt.max_tokens,
-            stream=True,
-            structured_outputs=setup.constraint,
-            skip_special_tokens=False if setup.needs_special_tokens else None,
+        params, text_params = assistant_params(
+            setup, req, limits=state.limits, max_tokens=prompt.max_tokens, stream=True
         )
     except APIError as exc:
         if exc.param == "max_tokens":
@@ -195,17 +191,14 @@ async def plan(
         raise
     except ParamError as exc:
         raise param_error(exc) from None
-    reasoning_ended, reasoning_kwargs = setup.start(prompt.ids)
-    generation = Generation(
-        state.engine,
-        state.tokenizer,
+    generation = assistant_generation(
+        state,
+        setup,
         prompt.ids,
         params,
         text_params,
         id_prefix=response_id,
         priority=req.priority,
         cache_salt=req.cache_salt,
-        reasoning_ended=reasoning_ended,
-        reasoning_parser_kwargs=reasoning_kwargs,
     )
     return Plan(req, response_id, model, messages, generation, setup, echo)

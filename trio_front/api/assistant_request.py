@@ -1,0 +1,63 @@
+"""The two steps every generating API takes with an :class:`~trio_front.assistant.setup.AssistantSetup`
+(chat, Responses, Realtime): sampling parameters that carry its constraint and special-token need, and
+a :class:`Generation` that tells the engine where reasoning stands. One place, so no API forgets one."""
+
+from __future__ import annotations
+
+from trio_front.assistant.setup import AssistantSetup
+from trio_front.engine import wire
+from trio_front.serving.generation import Generation
+from trio_front.serving.params import ModelLimits, SamplingLike, build_params
+from trio_front.text.detokenizer import TextParams
+
+from .state import ServerState
+
+
+def assistant_params(
+    setup: AssistantSetup,
+    fields: SamplingLike,
+    *,
+    limits: ModelLimits,
+    max_tokens: int,
+    stream: bool,
+    logprobs: int | None = None,
+) -> tuple[wire.SamplingParams, TextParams]:
+    """:func:`build_params` with the setup's structured-output constraint and, when a format's markers
+    are special tokens, ``skip_special_tokens=False``. Raises :class:`ParamError`."""
+    return build_params(
+        fields,
+        limits=limits,
+        max_tokens=max_tokens,
+        logprobs=logprobs,
+        stream=stream,
+        structured_outputs=setup.constraint,
+        skip_special_tokens=False if setup.needs_special_tokens else None,
+    )
+
+
+def assistant_generation(
+    state: ServerState,
+    setup: AssistantSetup,
+    prompt_ids: list[int],
+    params: wire.SamplingParams,
+    text_params: TextParams,
+    *,
+    id_prefix: str,
+    priority: int = 0,
+    cache_salt: str | None = None,
+) -> Generation:
+    """The (unstarted) generation, with ``reasoning_ended`` / ``reasoning_parser_kwargs`` from the
+    setup's look at the rendered prompt."""
+    reasoning_ended, reasoning_kwargs = setup.start(prompt_ids)
+    return Generation(
+        state.engine,
+        state.tokenizer,
+        prompt_ids,
+        params,
+        text_params,
+        id_prefix=id_prefix,
+        priority=priority,
+        cache_salt=cache_salt,
+        reasoning_ended=reasoning_ended,
+        reasoning_parser_kwargs=reasoning_kwargs,
+    )
