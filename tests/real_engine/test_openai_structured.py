@@ -213,3 +213,27 @@ def test_a_constraint_only_the_engine_rejects_is_a_400_and_it_keeps_serving(
         extra_body={"structured_outputs": {"choice": ["a", "b"]}},
     )
     assert ok.choices[0].message.content in ("a", "b")
+
+
+def test_responses_required_tool_call_through_the_sdk(client: openai.OpenAI) -> None:
+    """The Responses API on the real engine: a forced call arrives as a function_call item, its
+    argument deltas add up to the done event, and the JSON form equals the streamed one."""
+    tool = {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"]}
+    kwargs = dict(model=NAME, input="Weather?", tools=[tool], tool_choice="required", max_output_tokens=200)
+    events = list(client.responses.create(**kwargs, stream=True, extra_body={"seed": 6}))
+    final = events[-1].response
+    assert final.status == "completed", final
+    calls = [item for item in final.output if item.type == "function_call"]
+    assert calls and all(c.name == "get_weather" for c in calls)
+    for call in calls:
+        _valid_call("get_weather", call.arguments)
+        deltas = "".join(
+            e.delta
+            for e in events
+            if e.type == "response.function_call_arguments.delta" and e.item_id == call.id
+        )
+        assert deltas == call.arguments
+    plain = client.responses.create(**kwargs, extra_body={"seed": 6})
+    assert [(i.name, i.arguments) for i in plain.output if i.type == "function_call"] == [
+        (c.name, c.arguments) for c in calls
+    ]
