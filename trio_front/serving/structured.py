@@ -209,13 +209,6 @@ def from_json_schema(schema: dict[str, Any], *, config: StructuredConfig) -> wir
     return _validated({"json": schema}, config, "tools")
 
 
-def describe(params: wire.StructuredOutputsParams) -> str:
-    for key in _CONSTRAINTS:
-        if getattr(params, key) is not None:
-            return {"json": "JSON schema", "json_object": "JSON object"}.get(key, key.replace("_", " "))
-    return "constraint"
-
-
 # ------------------------------------------------------------------------------------- validation
 
 

@@ -96,6 +96,11 @@ class MarkerReasoningParser(ReasoningParser):
 
     # -- the contract ---------------------------------------------------------------------------------
 
+    def parse(self, text: str) -> tuple[str | None, str | None]:
+        if self.passthrough and self.thinking_disabled():
+            return None, text  # vLLM returns the output verbatim, even when it is empty
+        return super().parse(text)
+
     def start(self, prompt_ids: Sequence[int]) -> None:
         self._ended_in_prompt = self.reasoning_end_in(prompt_ids)
         if self._ended_in_prompt and not self.passthrough:

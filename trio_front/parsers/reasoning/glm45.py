@@ -63,8 +63,3 @@ class Glm45ReasoningParser(MarkerReasoningParser):
             boundaries=BOUNDARIES,
             wait_for_reasoning=thinking,
         )
-
-    def parse(self, text: str) -> tuple[str | None, str | None]:
-        if self.passthrough and self.thinking_disabled():
-            return None, text
-        return super().parse(text)

@@ -61,8 +61,3 @@ class MistralReasoningParser(MarkerReasoningParser):
             start_opens=True,
             wait_for_reasoning=True,
         )
-
-    def parse(self, text: str) -> tuple[str | None, str | None]:
-        if self.passthrough and self.thinking_disabled():
-            return None, text
-        return super().parse(text)
