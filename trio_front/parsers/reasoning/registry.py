@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-
-from ..tools.registry import UnknownParserError
+from ..registry import load
 from .base import ReasoningParser
 
 REASONING_PARSERS: dict[str, str] = {
@@ -17,12 +15,4 @@ REASONING_PARSERS: dict[str, str] = {
 
 
 def reasoning_parser_class(name: str) -> type[ReasoningParser]:
-    target = REASONING_PARSERS.get(name)
-    if target is None:
-        raise UnknownParserError(
-            f"unknown reasoning parser {name!r}; known: {', '.join(sorted(REASONING_PARSERS))}"
-        )
-    module, cls = target.split(":")
-    parser = getattr(importlib.import_module(f"{__package__}.{module}"), cls)
-    assert issubclass(parser, ReasoningParser)
-    return parser
+    return load(REASONING_PARSERS, name, package=__package__, base=ReasoningParser, what="reasoning parser")

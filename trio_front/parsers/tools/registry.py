@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-
+from ..registry import load
 from .base import ToolParser
 
 #: name → "module:Class" within this package. One line per family (aliases share a class).
@@ -24,18 +23,6 @@ TOOL_PARSERS: dict[str, str] = {
 }
 
 
-class UnknownParserError(ValueError):
-    pass
-
-
 def tool_parser_class(name: str) -> type[ToolParser]:
-    """The class for *name*; :class:`UnknownParserError` lists the known names."""
-    target = TOOL_PARSERS.get(name)
-    if target is None:
-        raise UnknownParserError(
-            f"unknown tool call parser {name!r}; known: {', '.join(sorted(TOOL_PARSERS))}"
-        )
-    module, cls = target.split(":")
-    parser = getattr(importlib.import_module(f"{__package__}.{module}"), cls)
-    assert issubclass(parser, ToolParser)
-    return parser
+    """The class for *name*; an unknown name (``UnknownParserError``) lists the known ones."""
+    return load(TOOL_PARSERS, name, package=__package__, base=ToolParser, what="tool call parser")
