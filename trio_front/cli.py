@@ -166,6 +166,34 @@ def _add_frontend_options(p: argparse.ArgumentParser) -> None:
         help='e.g. \'{"backend": "guidance", "disable_any_whitespace": true}\'; must agree with the '
         "engine's own (`serve` passes it to the engine)",
     )
+    g = p.add_argument_group("request surface (vLLM's flags)")
+    g.add_argument(
+        "--max-logprobs",
+        type=int,
+        default=20,
+        metavar="N",
+        help="largest logprobs / top_logprobs / prompt_logprobs a request may ask for, -1 for the vocabulary "
+        "(default 20, as vLLM; `serve` passes it to the engine)",
+    )
+    g.add_argument(
+        "--lora-modules",
+        nargs="+",
+        default=[],
+        metavar="NAME=PATH|JSON",
+        help="LoRA adapters to load at start-up: name=path, or JSON "
+        '{"name": ..., "path": ..., "base_model_name": ...}; the engine needs --enable-lora',
+    )
+    g.add_argument(
+        "--enable-scale-out",
+        action="store_true",
+        help="serve /v1/completions/render, /v1/chat/completions/render, /inference/v1/generate and "
+        "/inference/v1/abort_requests (403 otherwise, as vLLM)",
+    )
+    g.add_argument(
+        "--enable-server-load-tracking",
+        action="store_true",
+        help="count in-flight generate requests for GET /load",
+    )
     p.add_argument(
         "--ping-timeout",
         type=float,
@@ -256,6 +284,10 @@ def _frontend_config(args: argparse.Namespace, engine_addr: str, model: str) -> 
         reasoning_parser=args.reasoning_parser,
         exclude_tools_when_tool_choice_none=args.exclude_tools_when_tool_choice_none,
         structured_outputs_config=args.structured_outputs_config,
+        max_logprobs=args.max_logprobs,
+        lora_modules=tuple(args.lora_modules),
+        enable_scale_out=args.enable_scale_out,
+        enable_server_load_tracking=args.enable_server_load_tracking,
     )
 
 
@@ -304,6 +336,10 @@ def _serve(args: argparse.Namespace) -> int:
         engine_args.append(f"--reasoning-parser={args.reasoning_parser}")
     if args.structured_outputs_config:
         engine_args.append(f"--structured-outputs-config={args.structured_outputs_config}")
+    if args.max_logprobs != 20:
+        engine_args.append(f"--max-logprobs={args.max_logprobs}")
+    if args.lora_modules and not any(a.split("=")[0] == "--enable-lora" for a in engine_args):
+        engine_args.append("--enable-lora")
     supervisor = EngineSupervisor(model.resolve(), "127.0.0.1", port, tuple(engine_args))
     trio.run(partial(serve_frontend, config, supervise=supervisor))
     return 0

@@ -64,6 +64,15 @@ class FrontendConfig:
     exclude_tools_when_tool_choice_none: bool = False
     #: vLLM's ``--structured-outputs-config`` JSON (``serving/structured.py``); must agree with the engine's.
     structured_outputs_config: str | None = None
+    #: vLLM's ``--max-logprobs``: the cap on ``logprobs``/``top_logprobs``/``prompt_logprobs`` (and beam
+    #: width x 2); ``serve`` passes it to the engine.
+    max_logprobs: int = 20
+    #: vLLM's ``--lora-modules`` entries (``name=path`` or JSON), loaded at start-up (``serving/lora.py``).
+    lora_modules: tuple[str, ...] = ()
+    #: vLLM's ``--enable-scale-out``: ``/v1/*/render``, ``/inference/v1/generate`` and its abort route.
+    enable_scale_out: bool = False
+    #: vLLM's ``--enable-server-load-tracking``: ``/load`` counts in-flight generate requests.
+    enable_server_load_tracking: bool = False
     #: Multi-process scale-out (``workers.py``): this process's client index, whether it owns the
     #: handshake, whether it shares the HTTP port (SO_REUSEPORT) and reports its engine sockets on stdout.
     client_index: int = 0
@@ -116,6 +125,9 @@ def build_app(config: FrontendConfig) -> App:
         ws_options=WSOptions(send_timeout=config.send_timeout),
         assistant=assistant,
         structured=structured,
+        max_logprobs=config.max_logprobs,
+        enable_scale_out=config.enable_scale_out,
+        track_server_load=config.enable_server_load_tracking,
     )
     return App(state)
 

@@ -99,7 +99,39 @@ class SamplingFields:
 
 
 @attrs.define(kw_only=True)
-class CompletionRequest(SamplingFields):
+class VLLMFields(SamplingFields):
+    """vLLM's extra request fields shared by ``/v1/completions`` and ``/v1/chat/completions`` (not by
+    Responses or Realtime).
+
+    Every field here is either honoured or refused with a 400 naming it (``tests/api/test_request_fields.py``
+    walks vLLM 0.32's own request models to prove it)."""
+
+    use_beam_search: bool = False
+    length_penalty: float = 1.0
+    truncate_prompt_tokens: int | None = None
+    truncation_side: str | None = None
+    prompt_logprobs: int | None = None
+    bad_words: list[str] | None = None
+    return_tokens_as_token_ids: bool | None = None
+    return_token_ids: bool | None = None
+    vllm_xargs: dict[str, Any] | None = None
+    kv_transfer_params: dict[str, Any] | None = None
+    ec_transfer_params: dict[str, Any] | None = None
+    # Declared so that a non-default value is refused by name rather than silently dropped:
+    watermarking: Any = None
+    logprob_token_ids: Any = None
+    session_id: Any = None
+    routed_experts_prompt_start: Any = 0
+    return_token_offsets: Any = False
+    mm_payload: Any = "tensors"
+    return_mm_kwargs: Any = None
+    repetition_detection: Any = None
+    thinking_token_budget: Any = None
+    stream_interval: Any = None
+
+
+@attrs.define(kw_only=True)
+class CompletionRequest(VLLMFields):
     """``POST /v1/completions`` (OpenAI's fields plus vLLM's extras)."""
 
     prompt: Any = None
@@ -108,14 +140,13 @@ class CompletionRequest(SamplingFields):
     suffix: str | None = None
     best_of: int | None = None
     add_special_tokens: bool = True
-    prompt_logprobs: int | None = None
-    bad_words: list[str] | None = None
+    prompt_embeds: Any = None
     response_format: dict[str, Any] | None = None
     structured_outputs: dict[str, Any] | None = None
 
 
 @attrs.define(kw_only=True)
-class ChatCompletionRequest(SamplingFields):
+class ChatCompletionRequest(VLLMFields):
     """``POST /v1/chat/completions`` (OpenAI's fields plus vLLM's extras)."""
 
     messages: Any = None
@@ -136,5 +167,6 @@ class ChatCompletionRequest(SamplingFields):
     chat_template_kwargs: dict[str, Any] | None = None
     documents: list[dict[str, Any]] | None = None
     reasoning_effort: str | None = None
-    prompt_logprobs: int | None = None
-    bad_words: list[str] | None = None
+    media_io_kwargs: Any = None
+    mm_processor_kwargs: Any = None
+    return_prompt_text: Any = None

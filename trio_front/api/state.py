@@ -34,6 +34,16 @@ class ServerState:
     assistant: AssistantConfig = attrs.Factory(AssistantConfig)
     #: ``--structured-outputs-config``
     structured: StructuredConfig = attrs.Factory(StructuredConfig)
+    #: ``--max-logprobs`` (vLLM's default 20)
+    max_logprobs: int = 20
+    #: ``--enable-scale-out``: the render / token-in-token-out routes answer instead of 403
+    enable_scale_out: bool = False
+    #: ``--enable-server-load-tracking``: ``/load`` reports :attr:`server_load`
+    track_server_load: bool = False
+    #: generate requests in flight (counted only with :attr:`track_server_load`)
+    server_load: int = 0
+    #: LoRA adapters (``serving/lora.py``); ``None`` until configured
+    lora: Any = None
     _limits: ModelLimits | None = None
 
     @property

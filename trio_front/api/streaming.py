@@ -39,12 +39,11 @@ async def drive(
     async with AsyncExitStack() as stack:
         for generation in generations:
             await stack.enter_async_context(generation)
-
-        def abort_all() -> None:
-            for generation in generations:
-                generation.abort("client disconnected")
-
-        on_disconnect(abort_all)
+        if len(generations) > 1:
+            # Leaving early aborts every live sibling in one ABORT (n>1 children, several prompts), before
+            # the generations' own exits would send one each.
+            stack.callback(abort_together, generations, "closed early")
+        on_disconnect(lambda: abort_together(generations, "client disconnected"))
         if len(generations) == 1:
             await _drive_one(0, generations[0], on_chunk, keep_alive, on_idle)
             return
@@ -71,6 +70,16 @@ async def drive(
                             await on_idle()
                         continue
                     await on_chunk(*item)
+
+
+def abort_together(generations: Sequence[Generation], cause: str) -> None:
+    """Abort every live engine request of *generations* in one ABORT message (synchronous)."""
+    if len(generations) == 1:
+        generations[0].abort(cause)
+        return
+    streams = [g.stream for g in generations if g.stream is not None]
+    if streams:
+        streams[0].client.abort_streams(streams, cause)
 
 
 async def _drive_one(

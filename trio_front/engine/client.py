@@ -126,6 +126,8 @@ class RequestDelta:
     stop_reason: int | str | None = None
     logprobs: wire.Logprobs | None = None
     num_cached_tokens: int | None = None
+    #: The prompt's logprobs, on the first delta only (when the request asked for them).
+    prompt_logprobs: wire.PromptLogprobs | None = None
     steps: int = 1
 
     @property
@@ -143,6 +145,8 @@ class RequestDelta:
                 self.logprobs.ranks.extend(later.logprobs.ranks)
         if later.num_cached_tokens is not None:
             self.num_cached_tokens = later.num_cached_tokens
+        if later.prompt_logprobs is not None:
+            self.prompt_logprobs = later.prompt_logprobs
         self.finish_reason = later.finish_reason
         self.stop_reason = later.stop_reason
         self.steps += later.steps
@@ -423,7 +427,9 @@ class EngineClient:
         params: wire.SamplingParams,
         *,
         id_prefix: str = "req",
+        request_id: str | None = None,
         external_id: str | None = None,
+        lora_request: wire.LoRARequest | None = None,
         priority: int = 0,
         cache_salt: str | None = None,
         arrival_time: float | None = None,
@@ -434,7 +440,9 @@ class EngineClient:
         """Submit a token-in request now and return its stream (use it as ``async with``).
 
         *stream_interval* (default: the link's ``stream_interval``, 1) batches deltas, see
-        :class:`RequestStream`.
+        :class:`RequestStream`. The engine request id is ``{id_prefix}-{unique suffix}``, or exactly
+        *request_id* (n>1 children: ``{index}_{parent id}``, the parent id from :meth:`new_request_id`);
+        a duplicate live id would kill the engine, so an explicit one that is live raises ``ValueError``.
 
         The ADD is sent before this returns, so the request is live in the engine from here on; the
         caller must enter the returned stream's context (or call :meth:`RequestStream.abort`).
@@ -442,7 +450,10 @@ class EngineClient:
         The caller validated *params* and the prompt length (``serving/params.py``).
         """
         self._check_usable()
-        request_id = self.new_request_id(id_prefix)
+        if request_id is None:
+            request_id = self.new_request_id(id_prefix)
+        elif request_id in self._streams:
+            raise ValueError(f"request id {request_id} is already live")
         request = wire.EngineCoreRequest(
             request_id=request_id,
             prompt_token_ids=prompt_token_ids,
@@ -450,6 +461,7 @@ class EngineClient:
             arrival_time=time.time() if arrival_time is None else arrival_time,
             client_index=self.config.client_index,
             external_req_id=external_id or id_prefix,
+            lora_request=lora_request,
             priority=priority,
             cache_salt=cache_salt,
             reasoning_ended=reasoning_ended,
@@ -472,6 +484,22 @@ class EngineClient:
         if live and self.state is ClientState.READY:
             self._send(wire.abort_frames(self._identity, live))
             self.stats["aborted"] += len(live)
+
+    def abort_streams(self, streams: list[RequestStream], cause: str = "aborted") -> None:
+        """Abort every still-live stream of *streams* in **one** ABORT message (n>1 children, beam
+        search steps), as vLLM aborts a parent request's children; synchronous and idempotent."""
+        live = [s for s in streams if self._streams.get(s.request_id) is s]
+        if not live:
+            return
+        for stream in live:
+            del self._streams[stream.request_id]
+            stream.abort_cause = cause
+            if stream._pending is None or not stream._pending.finished:
+                stream._fail(EngineClosedError(f"request {stream.request_id} aborted: {cause}"))
+        if self.state is ClientState.READY:
+            self._send(wire.abort_frames(self._identity, [s.request_id for s in live]))
+            self.stats["aborted"] += len(live)
+            log.debug("aborted %s (%s)", ", ".join(s.request_id for s in live), cause)
 
     def _abort(self, stream: RequestStream, cause: str) -> None:
         if self._streams.get(stream.request_id) is not stream:
@@ -585,6 +613,9 @@ class EngineClient:
                 num_cached_tokens=None
                 if out.prefill_stats is None
                 else out.prefill_stats.get("num_cached_tokens"),
+                prompt_logprobs=None
+                if out.new_prompt_logprobs_tensors is None
+                else wire.decode_prompt_logprobs(out.new_prompt_logprobs_tensors, aux),
             )
             if finish is not None:
                 del streams[out.request_id]

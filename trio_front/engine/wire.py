@@ -134,6 +134,25 @@ class SamplingParams(msgspec.Struct, omit_defaults=True, kw_only=True):
     bad_words_token_ids: list[list[int]] | None = msgspec.field(default=None, name="_bad_words_token_ids")
     skip_reading_prefix_cache: bool | None = None
     structured_outputs: StructuredOutputsParams | None = None
+    #: vLLM's ``vllm_xargs`` / ``kv_transfer_params`` land here (string keys, JSON-like values).
+    extra_args: dict[str, Any] | None = None
+
+
+class LoRARequest(msgspec.Struct, array_like=True, omit_defaults=True, kw_only=True):
+    """vLLM's ``LoRARequest`` (array_like): ``[lora_name, lora_int_id, lora_path, base_model_name, ...]``.
+
+    The engine's decoder checks ``lora_int_id >= 1`` and a non-empty path (its input thread dies
+    otherwise), and loads the adapter lazily inside a model step: a path it cannot load **kills the
+    engine**. So only adapters the engine accepted through the ``add_lora`` utility go on requests
+    (``serving/lora.py``), and ``load_inplace`` stays false on them (true forces a reload per request).
+    """
+
+    lora_name: str
+    lora_int_id: int
+    lora_path: str = ""
+    base_model_name: str | None = None
+    load_inplace: bool = False
+    is_3d_lora_weight: bool = False
 
 
 class EngineCoreRequest(msgspec.Struct, array_like=True, omit_defaults=True, gc=False, kw_only=True):
@@ -150,7 +169,7 @@ class EngineCoreRequest(msgspec.Struct, array_like=True, omit_defaults=True, gc=
     sampling_params: SamplingParams | None
     pooling_params: None = None
     arrival_time: float
-    lora_request: None = None
+    lora_request: LoRARequest | None = None
     cache_salt: str | None = None
     data_parallel_rank: int | None = None
     prompt_embeds: None = None
@@ -282,6 +301,28 @@ class Logprobs(msgspec.Struct, gc=False):
     ranks: list[int]
 
 
+class PromptLogprobs(msgspec.Struct, gc=False):
+    """Decoded ``new_prompt_logprobs_tensors`` (``LogprobsTensors``): row *r* is the distribution that
+    predicted prompt token *r + 1* (the first prompt token has none). ``token_ids[r][0]`` is that actual
+    prompt token, ``token_ids[r][1:]`` the top-k; ``ranks[r]`` the actual token's rank. The engine sends the
+    whole thing once, with the request's first sampled token."""
+
+    token_ids: list[list[int]]
+    logprobs: list[list[float]]
+    ranks: list[int]
+
+
+def decode_prompt_logprobs(raw: Any, aux: list[bytes] | None = None) -> PromptLogprobs | None:
+    """Decode ``EngineCoreOutput.new_prompt_logprobs_tensors`` (a 5-array of torch-encoded tensors)."""
+    if raw is None:
+        return None
+    return PromptLogprobs(
+        token_ids=WireArray.from_wire(raw[0], aux).tolist(),
+        logprobs=WireArray.from_wire(raw[1], aux).tolist(),
+        ranks=WireArray.from_wire(raw[2], aux).flat(),
+    )
+
+
 def decode_logprobs(raw: Any, aux: list[bytes] | None = None) -> Logprobs | None:
     """Decode ``EngineCoreOutput.new_logprobs`` (``None`` when the request asked for none)."""
     if raw is None:
@@ -341,6 +382,8 @@ class EngineRegistration(msgspec.Struct, gc=False):
     data_parallel_rank: int = 0
     data_parallel_size: int = 1
     kv_cache_size_tokens: int | None = None
+    supports_lora: bool = False
+    max_loras: int = 0
 
 
 class UnsupportedEngineVersion(Exception):

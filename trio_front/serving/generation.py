@@ -79,6 +79,9 @@ class Generation:
         text_params: TextParams,
         *,
         id_prefix: str,
+        request_id: str | None = None,
+        external_id: str | None = None,
+        lora_request: wire.LoRARequest | None = None,
         priority: int = 0,
         cache_salt: str | None = None,
         reasoning_ended: bool | None = None,
@@ -93,6 +96,11 @@ class Generation:
         self.created = int(time.time())
         self._text = TextStream(tokenizer, prompt_ids, text_params)
         self._id_prefix = id_prefix
+        self._request_id = request_id
+        self._external_id = external_id
+        self.lora_request = lora_request
+        #: The prompt's logprobs (``params.prompt_logprobs`` set), once the first output arrived.
+        self.prompt_logprobs: wire.PromptLogprobs | None = None
         self._priority = priority
         self._cache_salt = cache_salt
         # For the engine's structured-output gate: the grammar applies once reasoning has ended.
@@ -104,6 +112,11 @@ class Generation:
     def request_id(self) -> str:
         assert self._stream is not None
         return self._stream.request_id
+
+    @property
+    def stream(self) -> RequestStream | None:
+        """The engine request's stream once entered (for aborting several in one message)."""
+        return self._stream
 
     @property
     def finished(self) -> bool:
@@ -118,6 +131,9 @@ class Generation:
             self.prompt_ids,
             self.params,
             id_prefix=self._id_prefix,
+            request_id=self._request_id,
+            external_id=self._external_id,
+            lora_request=self.lora_request,
             priority=self._priority,
             cache_salt=self._cache_salt,
             reasoning_ended=self._reasoning_ended,
@@ -149,6 +165,8 @@ class Generation:
         if reason is wire.FinishReason.ERROR:
             self.finish_reason = "error"
             raise GenerationError("the engine failed to process this request")
+        if delta.prompt_logprobs is not None:
+            self.prompt_logprobs = delta.prompt_logprobs
         ids = delta.token_ids
         update = self._text.push(
             ids, stop_terminated=reason is wire.FinishReason.STOP, engine_finished=reason is not None
