@@ -25,12 +25,13 @@ from trio_front.engine.client import EngineClient
 from . import admin, chat, completions, realtime, responses
 from .disconnect import ClientDisconnected, run_with_disconnect
 from .errors import APIError
-from .http import Receive, Scope, Send, read_body, send_error
+from .http import Headers, Receive, Scope, Send, read_body, send_error
 from .state import ServerState
 
 log = logging.getLogger("trio_front.api")
 
-HTTPHandler = Callable[[ServerState, bytes, Send], Awaitable[None]]
+#: ``handler(state, body, send, headers)``: headers are the ASGI scope's (lower-case names, bytes).
+HTTPHandler = Callable[[ServerState, bytes, Send, Headers], Awaitable[None]]
 WSHandler = Callable[[ServerState, Scope, Receive, Send], Awaitable[None]]
 
 
@@ -108,7 +109,8 @@ class App:
             if method == "POST" and path in self.post_routes:
                 handler = self.post_routes[path]
                 body = await read_body(receive)
-                await run_with_disconnect(receive, lambda: handler(state, body, tracked_send), send)
+                headers = scope["headers"]
+                await run_with_disconnect(receive, lambda: handler(state, body, tracked_send, headers), send)
             elif method == "GET" and path == "/health":
                 await admin.health(state, tracked_send)
             elif method == "GET" and path == "/v1/models":

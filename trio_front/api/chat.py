@@ -29,7 +29,7 @@ from trio_front.text.chat_template import ChatTemplateError
 
 from .assistant_request import assistant_generation, assistant_params
 from .errors import APIError
-from .http import Send, SSEWriter, chunk_encoder, send_json
+from .http import Headers, Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import chat_logprobs
 from .models import ChatCompletionRequest, parse_json, structure
 from .state import ServerState, engine_failure, include_usage, new_id, param_error
@@ -115,7 +115,7 @@ def _echo_prefix(req: ChatCompletionRequest) -> str:
     return ""
 
 
-async def handle(state: ServerState, body: bytes, send: Send) -> None:
+async def handle(state: ServerState, body: bytes, send: Send, headers: Headers = ()) -> None:
     req = structure(parse_json(body), ChatCompletionRequest)
     state.check_model(req.model)
     usage_wanted = include_usage(req.stream_options)

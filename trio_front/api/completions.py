@@ -17,7 +17,7 @@ from trio_front.serving.generation import Chunk, Generation, GenerationError
 from trio_front.serving.params import ParamError, build_params, check_prompt
 
 from .errors import APIError
-from .http import Send, SSEWriter, chunk_encoder, send_json
+from .http import Headers, Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import completion_logprobs
 from .models import CompletionRequest, parse_json, structure
 from .state import ServerState, engine_failure, include_usage, new_id, param_error
@@ -58,7 +58,7 @@ def _prompts(prompt: Any, vocab_size: int) -> list[str | list[int]]:
     raise APIError(400, _SHAPE_ERROR, param="prompt")
 
 
-async def handle(state: ServerState, body: bytes, send: Send) -> None:
+async def handle(state: ServerState, body: bytes, send: Send, headers: Headers = ()) -> None:
     req = structure(parse_json(body), CompletionRequest)
     state.check_model(req.model)
     if req.suffix is not None:

@@ -164,3 +164,14 @@ class SSEWriter:
             await self._send({"type": "http.response.body", "body": data, "more_body": True})
         except OSError:
             raise ClientDisconnected from None
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def header(headers: Headers, name: bytes) -> str | None:
+    """The first value of header *name* (lower-case bytes) in an ASGI header list, decoded as latin-1."""
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..http import Send, SSEWriter, send_json
+from ..http import Headers, Send, SSEWriter, send_json
 from ..models import parse_json, structure
 from ..state import ServerState, engine_failure
 from .request import ResponsesRequest, new_response_id, plan
@@ -51,7 +51,7 @@ class _Discard:
         pass
 
 
-async def handle_post(state: ServerState, body: bytes, send: Send) -> None:
+async def handle_post(state: ServerState, body: bytes, send: Send, headers: Headers = ()) -> None:
     req = structure(parse_json(body), ResponsesRequest)
     planned = await plan(state, req, new_response_id())
     if not req.stream:
