@@ -9,6 +9,7 @@ from trio_front.engine import wire
 from trio_front.serving.generation import Generation
 from trio_front.serving.params import ModelLimits, SamplingLike, build_params
 from trio_front.text.detokenizer import TextParams
+from trio_front.text.tokenizer import Tokenizer
 
 from .state import ServerState
 
@@ -21,6 +22,8 @@ def assistant_params(
     max_tokens: int,
     stream: bool,
     logprobs: int | None = None,
+    prompt_logprobs: int | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> tuple[wire.SamplingParams, TextParams]:
     """:func:`build_params` with the setup's structured-output constraint and, when a format's markers
     are special tokens, ``skip_special_tokens=False``. Raises :class:`ParamError`."""
@@ -29,6 +32,8 @@ def assistant_params(
         limits=limits,
         max_tokens=max_tokens,
         logprobs=logprobs,
+        **({} if prompt_logprobs is None else {"prompt_logprobs": prompt_logprobs}),
+        **({} if tokenizer is None else {"tokenizer": tokenizer}),
         stream=stream,
         structured_outputs=setup.constraint,
         skip_special_tokens=False if setup.needs_special_tokens else None,
@@ -43,6 +48,9 @@ def assistant_generation(
     text_params: TextParams,
     *,
     id_prefix: str,
+    request_id: str | None = None,
+    external_id: str | None = None,
+    lora_request: wire.LoRARequest | None = None,
     priority: int = 0,
     cache_salt: str | None = None,
 ) -> Generation:
@@ -56,6 +64,9 @@ def assistant_generation(
         params,
         text_params,
         id_prefix=id_prefix,
+        request_id=request_id,
+        external_id=external_id,
+        lora_request=lora_request,
         priority=priority,
         cache_salt=cache_salt,
         reasoning_ended=reasoning_ended,

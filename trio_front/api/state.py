@@ -15,6 +15,7 @@ from trio_front.text.chat import ChatRenderer
 from trio_front.text.tokenizer import Tokenizer
 
 from .errors import APIError
+from .http import Headers, header
 from .ws.options import WSOptions, WSStats
 
 
@@ -58,6 +59,16 @@ class ServerState:
                 404, f"The model `{requested}` does not exist.", param="model", type="NotFoundError"
             )
 
+    def resolve_lora(self, requested: str | None) -> Any:
+        """The ``wire.LoRARequest`` for a registered adapter name, ``None`` for the base model; 404 for
+        an unknown name (``serving/lora.py`` keeps the registry)."""
+        if self.lora is not None and requested is not None:
+            found = self.lora.resolve(requested)
+            if found is not None:
+                return found
+        self.check_model(requested)
+        return None
+
     def check_engine(self) -> None:
         """503 unless the engine can take requests (before its handshake, or after it died)."""
         state = self.engine.state
@@ -70,6 +81,16 @@ class ServerState:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(16)}"
+
+
+def base_request_id(body_id: str | None, headers: Headers) -> str:
+    """vLLM's ``_base_request_id``: the ``X-Request-Id`` header, else the body's ``request_id``, else a
+    random hex id. The API prefixes it (``cmpl-``, ``chatcmpl-``); engine ids append a unique suffix, so
+    two clients sending the same id cannot collide in the engine."""
+    value = header(headers, b"x-request-id")
+    if value is not None:
+        return value
+    return body_id if body_id is not None else secrets.token_hex(16)
 
 
 def param_error(exc: ParamError) -> APIError:

@@ -60,6 +60,13 @@ class AssistantSetup:
             reasoning = config.reasoning_parser_cls(tokenizer, kwargs)
         return cls(plan, constraint, reasoning, include_reasoning, kwargs)
 
+    def fork(self, tokenizer: Tokenizer) -> AssistantSetup:
+        """An independent setup for another choice of the same request (``n > 1``): the plan and the
+        constraint are shared, the (stateful) reasoning parser is a fresh one."""
+        if self.reasoning is None:
+            return self
+        return attrs.evolve(self, reasoning=type(self.reasoning)(tokenizer, self.chat_template_kwargs))
+
     @property
     def needs_special_tokens(self) -> bool:
         return self.plan.needs_special_tokens or (

@@ -90,6 +90,7 @@ class Generation:
         self.engine = engine
         self.prompt_ids = prompt_ids
         self.params = params
+        self.text_params = text_params
         self.usage = Usage(prompt_tokens=len(prompt_ids))
         self.finish_reason: str | None = None
         self.stop_reason: int | str | None = None
