@@ -1,9 +1,15 @@
-"""``/health``, ``/v1/models``, ``/version`` and ``/metrics``."""
+"""``/health`` and ``/ping``, ``/v1/models`` and ``/v1/models/{id}``, ``/version``, ``/load``, ``/metrics``.
+
+None of these talk to the engine: they answer from the client's state (registration, liveness, counters),
+so they cannot hang and there is nothing to cancel but the response being sent.
+"""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -12,6 +18,7 @@ from prometheus_client.registry import Collector
 import trio_front
 from trio_front.engine.client import ClientState
 
+from .errors import APIError
 from .http import Send, send_json
 from .state import ServerState
 
@@ -19,7 +26,8 @@ STARTED = int(time.time())
 
 
 async def health(state: ServerState, send: Send) -> None:
-    """200 once the engine is ready; 503 while it starts and after it died (with the reason)."""
+    """200 once the engine is ready; 503 while it starts and after it died (with the reason). Also
+    ``GET|POST /ping`` (SageMaker's name for it)."""
     engine = state.engine
     if engine.state is ClientState.READY:
         await send_json(send, 200, b"{}")
@@ -28,19 +36,65 @@ async def health(state: ServerState, send: Send) -> None:
         await send_json(send, 503, {"status": engine.state.value, "detail": reason})
 
 
-async def models(state: ServerState, send: Send) -> None:
-    max_len = state.engine.registration.max_model_len if state.engine.registration else None
-    card = {
+def _base_card(state: ServerState) -> dict[str, Any]:
+    registration = state.engine.registration
+    return {
         "id": state.served_model_name,
         "object": "model",
         "created": STARTED,
-        "owned_by": "trio-front",
+        "owned_by": "vllm",
         "root": state.model_path,
         "parent": None,
-        "max_model_len": max_len,
-        "permission": [],
+        # None until the engine registered: it alone knows the effective context length.
+        "max_model_len": registration.max_model_len if registration else None,
+        "permission": [_permission()],
     }
-    await send_json(send, 200, {"object": "list", "data": [card]})
+
+
+def _permission() -> dict[str, Any]:
+    """vLLM's ``ModelPermission`` defaults (one per card, fresh id as vLLM makes it per listing)."""
+    return {
+        "id": f"modelperm-{secrets.token_hex(16)}",
+        "object": "model_permission",
+        "created": int(time.time()),
+        "allow_create_engine": False,
+        "allow_sampling": True,
+        "allow_logprobs": True,
+        "allow_search_indices": False,
+        "allow_view": True,
+        "allow_fine_tuning": False,
+        "organization": "*",
+        "group": None,
+        "is_blocking": False,
+    }
+
+
+def model_cards(state: ServerState) -> list[dict[str, Any]]:
+    """The base model's card, then one per LoRA adapter (``state.lora.cards(created)``, when configured)."""
+    cards = [_base_card(state)]
+    if state.lora is not None:
+        cards.extend(state.lora.cards(STARTED))
+    return cards
+
+
+async def models(state: ServerState, send: Send) -> None:
+    await send_json(send, 200, {"object": "list", "data": model_cards(state)})
+
+
+async def retrieve_model(state: ServerState, model_id: str, send: Send) -> None:
+    """``GET /v1/models/{id}`` (the openai SDK's ``models.retrieve``; vLLM 0.32 has no such route): the
+    card ``/v1/models`` lists under that id, or a 404."""
+    for card in model_cards(state):
+        if card["id"] == model_id:
+            await send_json(send, 200, card)
+            return
+    raise APIError(404, f"The model `{model_id}` does not exist.", param="model", type="NotFoundError")
+
+
+async def load(state: ServerState, send: Send) -> None:
+    """``{"server_load": N}``: generate requests in flight, counted by the app only with
+    ``--enable-server-load-tracking`` (otherwise 0, as vLLM)."""
+    await send_json(send, 200, {"server_load": state.server_load})
 
 
 async def version(state: ServerState, send: Send) -> None:

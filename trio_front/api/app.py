@@ -14,15 +14,16 @@ Structure of tasks (every one has an owner):
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
 
 from trio_front.engine.client import EngineClient
 
-from . import admin, chat, completions, realtime, responses
+from . import admin, chat, completions, lora, realtime, responses, tokenize
 from .disconnect import ClientDisconnected, run_with_disconnect
 from .errors import APIError
 from .http import Headers, Receive, Scope, Send, read_body, send_error
@@ -33,6 +34,15 @@ log = logging.getLogger("trio_front.api")
 #: ``handler(state, body, send, headers)``: headers are the ASGI scope's (lower-case names, bytes).
 HTTPHandler = Callable[[ServerState, bytes, Send, Headers], Awaitable[None]]
 WSHandler = Callable[[ServerState, Scope, Receive, Send], Awaitable[None]]
+#: ``handler(state, send)`` for bodiless GET routes.
+GetHandler = Callable[[ServerState, Send], Awaitable[None]]
+
+#: ``GET /v1/models/{id}``; the id is the rest of the path and may contain slashes (``org/model``).
+MODEL_PREFIX = "/v1/models/"
+
+
+async def _ping_post(state: ServerState, _body: bytes, send: Send, _headers: Headers) -> None:
+    await admin.health(state, send)
 
 
 class App:
@@ -44,8 +54,24 @@ class App:
         self.post_routes: dict[str, HTTPHandler] = {
             "/v1/completions": completions.handle,
             "/v1/chat/completions": chat.handle,
+            "/v1/responses": responses.handle_post,
+            "/tokenize": tokenize.handle_tokenize,
+            "/detokenize": tokenize.handle_detokenize,
+            "/ping": _ping_post,
         }
-        self.post_routes["/v1/responses"] = responses.handle_post
+        if lora.runtime_updating_enabled():  # vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING gate
+            self.post_routes.update(lora.ROUTES)
+        self.get_routes: dict[str, GetHandler] = {
+            "/health": admin.health,
+            "/ping": admin.health,
+            "/v1/models": admin.models,
+            "/version": admin.version,
+            "/load": admin.load,
+            "/metrics": lambda _state, send: admin.metrics(self.registry, send),
+        }
+        #: POST routes whose requests in flight ``/load`` counts (with ``--enable-server-load-tracking``):
+        #: the generate routes, as vLLM's ``load_aware_call`` decorates them.
+        self.load_tracked: set[str] = {"/v1/completions", "/v1/chat/completions", "/v1/responses"}
         self.ws_routes: dict[str, WSHandler] = {
             "/v1/responses": responses.handle_websocket,
             "/v1/realtime": realtime.handle_websocket,
@@ -110,16 +136,15 @@ class App:
                 handler = self.post_routes[path]
                 body = await read_body(receive)
                 headers = scope["headers"]
-                await run_with_disconnect(receive, lambda: handler(state, body, tracked_send, headers), send)
-            elif method == "GET" and path == "/health":
-                await admin.health(state, tracked_send)
-            elif method == "GET" and path == "/v1/models":
-                await admin.models(state, tracked_send)
-            elif method == "GET" and path == "/version":
-                await admin.version(state, tracked_send)
-            elif method == "GET" and path == "/metrics":
-                await admin.metrics(self.registry, tracked_send)
-            elif path in self.post_routes or path in ("/health", "/v1/models", "/version", "/metrics"):
+                with self._counted(path):
+                    await run_with_disconnect(
+                        receive, lambda: handler(state, body, tracked_send, headers), send
+                    )
+            elif method == "GET" and path in self.get_routes:
+                await self.get_routes[path](state, tracked_send)
+            elif method == "GET" and path.startswith(MODEL_PREFIX) and len(path) > len(MODEL_PREFIX):
+                await admin.retrieve_model(state, path[len(MODEL_PREFIX) :], tracked_send)
+            elif path in self.post_routes or path in self.get_routes or path.startswith(MODEL_PREFIX):
                 raise APIError(405, f"method {method} not allowed on {path}")
             else:
                 raise APIError(404, f"no route for {method} {path}", type="NotFoundError")
@@ -132,6 +157,21 @@ class App:
             log.exception("error while handling %s %s", method, path)
             if not tracked_send.started:
                 await send_error(send, APIError(500, "internal server error"))
+
+    @contextlib.contextmanager
+    def _counted(self, path: str) -> Iterator[None]:
+        """Count the request in ``state.server_load`` while it runs (however it ends: done, error,
+        disconnect), if load tracking is on and *path* is a generate route. Our handlers send their
+        whole response, streams included, before returning, so this spans the stream too."""
+        state = self.state
+        if not (state.track_server_load and path in self.load_tracked):
+            yield
+            return
+        state.server_load += 1
+        try:
+            yield
+        finally:
+            state.server_load -= 1
 
     # ------------------------------------------------------------------------------ WebSocket
 
