@@ -293,10 +293,11 @@ def _frontend_config(args: argparse.Namespace, engine_addr: str, model: str) -> 
 
 def _check_config(config: object) -> None:
     """Start-up errors (unknown parser names, a bad --structured-outputs-config) before anything runs."""
-    from .server import assistant_options
+    from .server import assistant_options, lora_modules
 
     try:
         assistant_options(config)  # type: ignore[arg-type]
+        lora_modules(config)  # type: ignore[arg-type]
     except ValueError as exc:
         raise SystemExit(f"trio-front: error: {exc}") from None
 
@@ -309,6 +310,10 @@ def _run_frontend(args: argparse.Namespace) -> int:
     config = _frontend_config(args, args.engine_addr, args.model)
     _check_config(config)
     if args.workers > 1:
+        from .api.lora import ENV, runtime_updating_enabled
+
+        if runtime_updating_enabled():  # as vLLM: each process would keep its own adapter registry
+            raise SystemExit(f"trio-front: error: {ENV} cannot be used with --workers > 1")
         from .workers import run_supervisor
 
         return trio.run(run_supervisor, config, args.workers)

@@ -30,6 +30,7 @@ from trio_front.api.state import ServerState
 from trio_front.api.ws import WSOptions
 from trio_front.assistant import AssistantConfig
 from trio_front.engine.client import ClientState, EngineClient, LinkConfig
+from trio_front.serving.lora import LoRAModule, LoRARegistry, StaticLoadError, parse_lora_modules
 from trio_front.serving.structured import StructuredConfig
 from trio_front.text.chat import ChatRenderer
 from trio_front.text.tokenizer import Tokenizer
@@ -95,8 +96,20 @@ def assistant_options(config: FrontendConfig) -> tuple[AssistantConfig, Structur
     return assistant, StructuredConfig.from_json(text) if text else StructuredConfig()
 
 
+def lora_modules(config: FrontendConfig) -> list[LoRAModule]:
+    """Check ``--lora-modules`` (syntax, and no adapter named like the served model); raises ValueError
+    naming the flag."""
+    modules = parse_lora_modules(config.lora_modules)
+    served = config.served_model_name or config.model.name
+    for module in modules:
+        if module.name == served:
+            raise ValueError(f"--lora-modules: the adapter name {module.name!r} is the served model's name")
+    return modules
+
+
 def build_app(config: FrontendConfig) -> App:
     assistant, structured = assistant_options(config)
+    static_loras = lora_modules(config)
     tokenizer = Tokenizer.from_pretrained(config.model)
     renderer = ChatRenderer(tokenizer, default_template=_read_template(config.chat_template))
     if config.owns_handshake:
@@ -129,6 +142,8 @@ def build_app(config: FrontendConfig) -> App:
         enable_scale_out=config.enable_scale_out,
         track_server_load=config.enable_server_load_tracking,
     )
+    # Always a registry (empty without --lora-modules): the runtime load endpoint may fill it.
+    state.lora = LoRARegistry(engine, (state.served_model_name, state.model_path), static_loras)
     return App(state)
 
 
@@ -169,6 +184,7 @@ async def serve_frontend(
     # WebSocket keep-alives are protocol pings, sent by hypercorn; SSE ones are comments (streaming.py).
     hconfig.websocket_ping_interval = config.keep_alive_interval
     stop = trio.Event()
+    startup_failed = False
 
     def shutdown(reason: str) -> None:
         if not stop.is_set():
@@ -184,6 +200,15 @@ async def serve_frontend(
             if supervise is not None:
                 helpers.start_soon(supervise.run, app.engine, shutdown)
             helpers.start_soon(_report_ready, app.engine, binds)
+            if app.state.lora is not None and app.state.lora.static_modules:
+
+                async def load_loras() -> None:
+                    nonlocal startup_failed
+                    if not await _load_static_loras(app.state.lora):
+                        startup_failed = True
+                        shutdown("the --lora-modules adapters could not be loaded")
+
+                helpers.start_soon(load_loras)
             if config.report_pair:  # tell the supervisor where the engine must connect (workers.py)
                 in_addr, out_addr = app.engine.bound_pair or ("", "")
                 print(json.dumps({"input": in_addr, "output": out_addr}), flush=True)
@@ -192,6 +217,23 @@ async def serve_frontend(
             helpers.cancel_scope.cancel(reason="server shutdown")
         # hypercorn now drains connections for graceful_timeout; bound the whole exit.
         nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout + 5
+    if startup_failed:
+        raise SystemExit(1)  # like vLLM, whose start-up fails when a static adapter does not load
+
+
+async def _load_static_loras(registry: LoRARegistry) -> bool:
+    """Load ``--lora-modules`` once the engine is ready; False (reason logged) if that fails."""
+    try:
+        await registry.engine.wait_ready()
+    except Exception:
+        return True  # the engine never came up: that has its own report and shutdown
+    try:
+        await registry.load_static()
+    except StaticLoadError as exc:
+        log.error("%s", exc)
+        return False
+    log.info("loaded LoRA adapters: %s", ", ".join(m.name for m in registry.static_modules))
+    return True
 
 
 async def _report_ready(engine: EngineClient, binds: list[str]) -> None:

@@ -54,7 +54,14 @@ class ServerState:
         return self._limits
 
     def check_model(self, requested: str | None) -> None:
+        """Pass for the base model's names and registered LoRA adapters; 503 for a ``--lora-modules``
+        adapter not loaded yet, else 404."""
         if requested is not None and requested not in (self.served_model_name, self.model_path):
+            if self.lora is not None:
+                if self.lora.resolve(requested) is not None:
+                    return
+                if self.lora.is_pending(requested):
+                    raise APIError(503, f"the LoRA adapter `{requested}` is still loading; retry shortly")
             raise APIError(
                 404, f"The model `{requested}` does not exist.", param="model", type="NotFoundError"
             )

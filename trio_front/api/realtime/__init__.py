@@ -36,6 +36,7 @@ from urllib.parse import parse_qs
 
 from ..errors import APIError
 from ..http import Receive, Scope, Send
+from ..lora import refuse_adapter
 from ..state import ServerState
 from ..ws import Rejected, Socket, serve_socket
 from .handler import RealtimeHandler
@@ -53,6 +54,7 @@ async def handle_websocket(state: ServerState, scope: Scope, receive: Receive, s
     def check() -> None:
         try:
             state.check_model(model)
+            refuse_adapter(state, model, "Realtime")
             state.check_engine()
         except APIError as exc:
             raise Rejected(exc) from None

@@ -24,6 +24,7 @@ from trio_front.assistant import ToolPlan
 from trio_front.serving.params import ParamError, build_params
 
 from ..errors import APIError
+from ..lora import refuse_adapter
 from ..models import SamplingFields, structure
 from ..state import ServerState
 from .protocol import Dialect, EventError
@@ -149,6 +150,10 @@ class Session:
                 state.check_model(model)
             except APIError as exc:
                 raise EventError(exc.message, "model_not_found", param="session.model") from None
+            try:
+                refuse_adapter(state, model, "Realtime")
+            except APIError as exc:
+                raise EventError(exc.message, "invalid_value", param="session.model") from None
         settings = self.settings.copy()
         apply(settings, data, self.dialect, state, where="session")
         self.settings = settings

@@ -198,6 +198,8 @@ async def plan(
         params,
         text_params,
         id_prefix=response_id,
+        # resolved here, right before the generation exists: an adapter unloaded meanwhile is a 404
+        lora_request=state.resolve_lora(req.model),
         priority=req.priority,
         cache_salt=req.cache_salt,
     )

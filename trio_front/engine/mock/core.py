@@ -11,7 +11,8 @@ and *one* ``EngineCoreOutputs`` message per client holding all of that client's 
 
 Hazards (engine_protocol.md §12) are recorded as ``"hazard"`` events. With ``hazards="faithful"`` the
 core then does what the real engine does: ``death`` is set (duplicate live id, prompt empty or not shorter
-than ``max_model_len``, an EXECUTOR_FAILED byte; the trio layer sends ENGINE_CORE_DEAD and stops), or
+than ``max_model_len``, an EXECUTOR_FAILED byte, a request's LoRA adapter that ``add_lora`` never
+accepted; the trio layer sends ENGINE_CORE_DEAD and stops), or
 ``input_dead`` (undecodable message, invalid sampling parameters, unknown type byte: every later input is
 ignored, running requests still finish), or ``output_dead`` (``client_index`` out of range: nothing is
 sent any more). With ``hazards="log"`` the offending message is dropped (or its request finished with
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+import msgspec
 
 from .. import wire
 from .events import EventLog
@@ -59,6 +61,10 @@ class MockEngineConfig:
     dtype: str = "float32"
     #: A JSON script file (format in :mod:`.script`): matching prompts get scripted output.
     script: str | None = None
+    #: vLLM's ``--enable-lora`` / ``--max-loras``: the ``*_lora`` utilities work and requests may carry
+    #: adapters the engine was given with ``add_lora``.
+    enable_lora: bool = False
+    max_loras: int = 1
 
     def __attrs_post_init__(self) -> None:
         if self.vocab <= FIRST_ORDINARY_ID:
@@ -85,8 +91,8 @@ class MockEngineConfig:
             "max_num_seqs": self.max_num_seqs,
             "max_num_batched_tokens": self.max_num_batched_tokens,
             "instance_id": f"mock-{os.getpid()}-{self.rank}",
-            "supports_lora": False,
-            "max_loras": 0,
+            "supports_lora": self.enable_lora,
+            "max_loras": self.max_loras if self.enable_lora else 0,
             "mamba_block_size": None,
             "kv_cache_size_tokens": kv_tokens,
             "kv_cache_max_concurrency": kv_tokens / self.max_model_len,
@@ -133,6 +139,9 @@ class MockCore:
     _pause_waiters: list[tuple[int, int]] = attrs.Factory(list)
     #: The loaded ``config.script`` (the trio layer reads the file; this class does no I/O).
     script: Script | None = None
+    #: LoRA adapters ``add_lora`` accepted, by id (the engine's adapter cache; never evicted here)
+    loras: dict[int, wire.LoRARequest] = attrs.Factory(dict)
+    pinned_loras: set[int] = attrs.Factory(set)
 
     # ------------------------------------------------------------------ state
 
@@ -189,6 +198,11 @@ class MockCore:
             if self._hazard("prompt_length", detail, "die", rid):
                 self._finish_now([rid], client, wire.FinishReason.ERROR, detail)
             return
+        lora = req.lora_request
+        if lora is not None and self._lora_problem(lora) is not None:
+            # The real engine loads the adapter inside a model step; one it cannot load is fatal.
+            self._hazard("unknown_lora", self._lora_problem(lora) or "", "die", rid)
+            return
         params = req.sampling_params
         if params is None or params.max_tokens is None:
             # The engine's request preprocessing fails: a request-scoped ERROR, not a crash.
@@ -215,6 +229,8 @@ class MockCore:
         self.stats["adds"] += 1
         # ``script_rule`` only with a script loaded, so unscripted event logs are unchanged.
         extra = {} if self.script is None else {"script_rule": None if matched is None else matched[0]}
+        if lora is not None:  # only then, so event logs without LoRA are unchanged
+            extra["lora"] = [lora.lora_name, lora.lora_int_id, lora.lora_path]
         self.log.record(
             "add",
             t=received_at,
@@ -386,6 +402,56 @@ class MockCore:
             self._emit(client, wire.EngineCoreOutputs(utility_output=[call_id, None, [None, value]]))
 
     # Handlers get (client, call_id, *args) and mirror EngineCore's methods of the same name.
+
+    def _lora_problem(self, lora: wire.LoRARequest) -> str | None:
+        """Why a request's adapter would crash the real engine (``None``: it was accepted before)."""
+        if not self.config.enable_lora:
+            return f"lora_request {lora.lora_name!r} but the engine runs without --enable-lora"
+        known = self.loras.get(lora.lora_int_id)
+        if known is None:
+            return f"lora_request {lora.lora_name!r} id {lora.lora_int_id} was never given to add_lora"
+        if known.lora_path != lora.lora_path:
+            return f"lora id {lora.lora_int_id} from {lora.lora_path!r}, added from {known.lora_path!r}"
+        if lora.load_inplace:
+            return f"lora_request {lora.lora_name!r} with load_inplace (a reload on every step)"
+        return None
+
+    def _check_lora_enabled(self) -> None:
+        if not self.config.enable_lora:
+            raise RuntimeError("LoRA is not enabled. Use --enable-lora to enable LoRA.")
+
+    def _u_add_lora(self, client: int, call_id: int, lora_request: Any) -> bool:
+        """The engine's ``add_lora``: loads from a directory holding ``adapter_config.json`` (the one file
+        I/O of this class: the real engine's "not found" depends on it); returns whether it (re)loaded."""
+        lora = msgspec.convert(lora_request, wire.LoRARequest)
+        if lora.lora_int_id < 1:  # LoRARequest.__post_init__
+            raise ValueError(f"id must be > 0, got {lora.lora_int_id}")
+        if not lora.lora_path:
+            raise AssertionError("lora_path cannot be empty")
+        self._check_lora_enabled()
+        if not os.path.isfile(os.path.join(lora.lora_path, "adapter_config.json")):
+            raise LookupError(f"Loading lora {lora.lora_name} failed: No adapter found for {lora.lora_path}")
+        if lora.lora_int_id in self.loras and not lora.load_inplace:
+            return False
+        self.loras[lora.lora_int_id] = lora
+        self.log.record("lora_added", lora=[lora.lora_name, lora.lora_int_id, lora.lora_path])
+        return True
+
+    def _u_remove_lora(self, client: int, call_id: int, lora_id: int) -> bool:
+        self._check_lora_enabled()
+        self.pinned_loras.discard(lora_id)
+        return self.loras.pop(lora_id, None) is not None
+
+    def _u_list_loras(self, client: int, call_id: int) -> list[int]:
+        self._check_lora_enabled()
+        return sorted(self.loras)  # a set[int] in the engine; msgpack encodes it as an array
+
+    def _u_pin_lora(self, client: int, call_id: int, lora_id: int) -> bool:
+        self._check_lora_enabled()
+        if lora_id not in self.loras:
+            raise ValueError(f"Pinning failed. LoRA {lora_id} is not registered.")
+        self.pinned_loras.add(lora_id)
+        return True
 
     def _u_is_sleeping(self, client: int, call_id: int) -> bool:
         return self.sleeping or self.pause is not PauseState.UNPAUSED

@@ -21,7 +21,7 @@ _SAMPLING_EPS = 1e-5
 
 
 class MockRequest(msgspec.Struct, array_like=True, gc=False, kw_only=True):
-    """``EngineCoreRequest`` with the fields the mock ignores typed loosely (LoRA, multimodal, hints),
+    """``EngineCoreRequest`` with the fields the mock ignores typed loosely (multimodal, hints),
     so that a request the real engine would decode is never rejected by the mock for those."""
 
     request_id: str
@@ -30,7 +30,8 @@ class MockRequest(msgspec.Struct, array_like=True, gc=False, kw_only=True):
     sampling_params: wire.SamplingParams | None
     pooling_params: Any = None
     arrival_time: float
-    lora_request: Any = None
+    #: typed as the engine's decoder has it: a malformed one is a decode failure (input thread death)
+    lora_request: wire.LoRARequest | None = None
     cache_salt: str | None = None
     data_parallel_rank: int | None = None
     prompt_embeds: Any = None
@@ -63,6 +64,9 @@ def decode_add(payload: bytes) -> MockRequest:
         request = _add_decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise InputDecodeError(f"undecodable ADD: {exc}") from None
+    lora = request.lora_request
+    if lora is not None and (lora.lora_int_id < 1 or not lora.lora_path):  # LoRARequest.__post_init__
+        raise InputDecodeError(f"invalid lora_request for {request.request_id!r}: {lora}")
     if request.sampling_params is not None:
         problem = sampling_params_error(request.sampling_params)
         if problem is not None:
