@@ -1,0 +1,349 @@
+"""Logprobs shapes (``api/logprobs.py``) against vLLM 0.32's own code, run in the engine venv.
+
+The same synthetic engine output (prompt-logprob rows, sampled rows with top-k, in chunks) goes through
+vLLM's ``LogprobsProcessor`` and response builders (``logprobs_oracle.py``) and through ours; the JSON
+must be equal: non-streamed choices (``logprobs`` and the raw ``prompt_logprobs`` field) and each
+streamed chunk's ``logprobs``. The rows are built to hit the corners: multi-byte characters split over
+byte tokens (the byte-fallback correction with context), top-k ids whose strings collide, the sampled
+id repeated in the top-k with another value, ``-inf`` and values below -9999, sampled tokens outside
+the top-k, echo with ``max_tokens`` 0 and >0, ``return_tokens_as_token_ids``, one-token prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trio_front.api import logprobs as lp
+from trio_front.engine import wire
+from trio_front.engine.launch import EngineNotInstalledError, engine_env, find_engine_python
+from trio_front.serving.generation import Chunk
+from trio_front.text.tokenizer import Tokenizer
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "models" / "tiny-llama"
+ORACLE = Path(__file__).with_name("logprobs_oracle.py")
+_CACHE: dict[str, list[Any]] = {}
+
+
+def oracle(cases: list[dict[str, Any]], model: Path = TINY) -> list[Any]:
+    try:
+        python = find_engine_python()
+    except EngineNotInstalledError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"vLLM engine venv not installed: {exc}")
+    payload = json.dumps({"model": str(model), "cases": cases})
+    if payload not in _CACHE:
+        env = engine_env()
+        env["VLLM_LOGGING_LEVEL"] = "ERROR"
+        proc = subprocess.run(
+            [str(python), str(ORACLE)], input=payload, capture_output=True, text=True, env=env, timeout=300
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"oracle failed:\n{proc.stderr[-4000:]}")
+        _CACHE[payload] = json.loads(proc.stdout.strip().splitlines()[-1])
+    answers = _CACHE[payload]
+    for answer in answers:
+        assert not (isinstance(answer, dict) and "error" in answer), answer
+    return answers
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return Tokenizer.from_pretrained(TINY)
+
+
+# ------------------------------------------------------------------------------------ synthetic output
+
+
+def f32(x: float) -> float:
+    """What a float32 tensor element becomes in Python (both sides see the same double)."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def partial_byte_ids(tok: Tokenizer) -> list[int]:
+    """Ids that decode alone to a string ending in U+FFFD (incomplete UTF-8 bytes)."""
+    return [i for i in range(tok.vocab_size) if tok.decode([i], skip_special_tokens=False).endswith("\ufffd")]
+
+
+def rows(rng: random.Random, tok: Tokenizer, chosen: list[int], k: int, partial: list[int]) -> dict[str, Any]:
+    """Engine rows for *chosen* tokens: column 0 the chosen id, then *k* top ids (``k == -1``: the whole
+    vocabulary, as ``logprobs=-1`` asks), values descending, with corner cases mixed in."""
+    vocab = tok.vocab_size
+    width = vocab if k == -1 else k
+    out: dict[str, Any] = {"token_ids": [], "logprobs": [], "ranks": []}
+    for n, token in enumerate(chosen):
+        if width == vocab:
+            top = rng.sample(range(vocab), vocab)
+        else:
+            pool = [*rng.sample(partial, min(3, len(partial))), *rng.sample(range(vocab), width + 3)]
+            top = list(dict.fromkeys(rng.sample(pool, len(pool))))[:width]
+        if width and rng.random() < 0.5 and token not in top:
+            top[rng.randrange(width)] = token  # the chosen id among the top-k, as with greedy sampling
+        values = sorted((f32(-rng.uniform(0.01, 12.0)) for _ in top), reverse=True)
+        if width >= 3 and n % 4 == 1:
+            values[-1] = float("-inf")
+        if width >= 2 and n % 5 == 2:
+            values[-2] = -12345.5
+        if token in top:
+            j = top.index(token)
+            # Usually the same value as its top-k column; sometimes not, to see which one vLLM keeps.
+            own = values[j] if n % 3 else f32(values[j] - 0.25)
+            rank = j + 1
+        else:
+            own = f32((values[-1] if values and values[-1] != float("-inf") else -1.0) - rng.uniform(0.1, 3))
+            rank = width + 1 + rng.randrange(50)
+        if n % 7 == 3:
+            own = float("-inf")
+        out["token_ids"].append([token, *top])
+        out["logprobs"].append([own, *values])
+        out["ranks"].append(rank)
+    return out
+
+
+def split(rng: random.Random, sampled: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sampled rows in engine deltas of 1-3 tokens."""
+    out, i, total = [], 0, len(sampled["ranks"])
+    while i < total:
+        n = rng.randint(1, 3)
+        out.append({key: value[i : i + n] for key, value in sampled.items()})
+        i += n
+    return out
+
+
+PROMPTS = ["Hello wörld ✓ 日本語 🎉 café", "a", "∑ 💡—ok"]
+OUTPUTS = ["✓🎉 naïve 日本", "plain words here", "<s> x</s>"]
+
+
+def build_cases(tok: Tokenizer) -> list[dict[str, Any]]:
+    rng = random.Random(1234)
+    partial = partial_byte_ids(tok)
+    cases: list[dict[str, Any]] = []
+    settings = [  # (logprobs, echo, max_tokens, return_as_ids, prompt_logprobs)
+        (0, False, 5, False, None),
+        (1, False, 5, False, None),
+        (3, False, 5, True, None),
+        (2, True, 0, False, None),
+        (2, True, 5, False, None),
+        (4, True, 5, True, None),
+        (1, True, 5, False, 0),
+        (3, True, 0, False, 5),
+        (0, True, 5, False, None),
+        (5, False, 5, False, 2),
+        (-1, True, 2, False, None),
+    ]
+    for s, (logprobs, echo, max_tokens, as_ids, prompt_lps) in enumerate(settings):
+        text = PROMPTS[s % len(PROMPTS)] if logprobs != -1 else "hi ✓"
+        prompt_ids = tok.encode(text, add_special_tokens=text != "a")  # "a" alone: a one-token prompt
+        out_ids = tok.encode(OUTPUTS[s % len(OUTPUTS)], add_special_tokens=False)
+        if max_tokens == 0:
+            out_ids = out_ids[:1]
+        elif logprobs == -1:
+            out_ids = out_ids[:max_tokens]
+        n_prompt = prompt_lps if prompt_lps is not None else (logprobs if echo else None)
+        prompt_rows = (
+            rows(rng, tok, prompt_ids[1:], n_prompt, partial)
+            if n_prompt is not None and len(prompt_ids) > 1
+            else None
+        )
+        cases.append(
+            {
+                "op": "completion",
+                "prompt_ids": prompt_ids,
+                "prompt_rows": prompt_rows,
+                "chunks": split(rng, rows(rng, tok, out_ids, logprobs, partial)),
+                "logprobs": logprobs,
+                "echo": echo,
+                "max_tokens": max_tokens,
+                "return_as_ids": as_ids,
+                "prompt_logprobs": prompt_lps,
+            }
+        )
+    for s, (top, as_ids) in enumerate([(0, False), (1, False), (3, False), (5, True), (2, True)]):
+        out_ids = tok.encode(OUTPUTS[s % len(OUTPUTS)] + " ∑💡", add_special_tokens=False)
+        cases.append(
+            {
+                "op": "chat",
+                "chunks": split(rng, rows(rng, tok, out_ids, top, partial)),
+                "top_logprobs": top,
+                "return_as_ids": as_ids,
+            }
+        )
+    return cases
+
+
+def chunks_of(case: dict[str, Any]) -> list[Chunk]:
+    return [Chunk("", [r[0] for r in c["token_ids"]], wire.Logprobs(**c)) for c in case["chunks"]]
+
+
+def ours_completion(tok: Tokenizer, case: dict[str, Any]) -> dict[str, Any]:
+    chunks = chunks_of(case)
+    plp = wire.PromptLogprobs(**case["prompt_rows"]) if case["prompt_rows"] else None
+    top, as_ids, echo = case["logprobs"], case["return_as_ids"], case["echo"]
+    with_generated = case["max_tokens"] != 0
+    if echo:
+        full = lp.echo_completion_logprobs(
+            tok, case["prompt_ids"], plp, chunks, top, with_generated=with_generated, return_as_ids=as_ids
+        )
+    else:
+        full = lp.completion_logprobs(tok, chunks, top, offset=0, return_as_ids=as_ids)
+    asked = case["prompt_logprobs"] is not None or echo
+    field = lp.prompt_logprobs_field(tok, case["prompt_ids"], plp) if asked else None
+    stream, context, offset = [], [], 0
+    for k, chunk in enumerate(chunks):
+        if echo and k == 0:
+            part = lp.echo_completion_logprobs(
+                tok,
+                case["prompt_ids"],
+                plp,
+                [chunk],
+                top,
+                with_generated=with_generated,
+                offset=offset,
+                return_as_ids=as_ids,
+                context=context,
+            )
+        else:
+            part = lp.completion_logprobs(
+                tok, [chunk], top, offset=offset, return_as_ids=as_ids, context=context
+            )
+        offset = lp.end_offset(part, offset)
+        stream.append(part)
+        if echo and not with_generated:
+            break
+    return {"full": {"logprobs": full, "prompt_logprobs": field}, "stream": stream}
+
+
+def ours_chat(tok: Tokenizer, case: dict[str, Any]) -> dict[str, Any]:
+    chunks = chunks_of(case)
+    top, as_ids = case["top_logprobs"], case["return_as_ids"]
+    context: list[int] = []
+    return {
+        "full": lp.chat_logprobs(tok, chunks, top, return_as_ids=as_ids),
+        "stream": [lp.chat_logprobs(tok, [c], top, return_as_ids=as_ids, context=context) for c in chunks],
+    }
+
+
+def normalized(value: Any) -> Any:
+    """JSON round trip: what a client reads (vLLM's side already went through JSON)."""
+    return json.loads(json.dumps(value))
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+@pytest.fixture(scope="module")
+def vllm(tok: Tokenizer) -> tuple[list[dict[str, Any]], list[Any]]:
+    """All the cases and vLLM's answers, in one oracle run (importing vLLM takes ~30 s)."""
+    cases = [{"op": "tokens"}, *build_cases(tok)]
+    return cases, oracle(cases)
+
+
+def test_token_strings_equal_vllm_for_every_id(tok: Tokenizer, vllm: tuple[list[Any], list[Any]]) -> None:
+    answer = vllm[1][0]
+    ids = list(range(tok.vocab_size))
+    assert len(answer["listed"]) == len(ids)
+    assert lp.token_strings(tok, ids) == answer["listed"]
+    assert [lp._texts(tok).alone(i) for i in ids] == answer["alone"]
+
+
+def test_shapes_equal_vllm(tok: Tokenizer, vllm: tuple[list[Any], list[Any]]) -> None:
+    corrected = 0
+    for case, answer in zip(vllm[0][1:], vllm[1][1:], strict=True):
+        ours = ours_completion(tok, case) if case["op"] == "completion" else ours_chat(tok, case)
+        label = {k: v for k, v in case.items() if k not in ("chunks", "prompt_rows", "prompt_ids")}
+        assert normalized(ours["full"]) == answer["full"], label
+        assert normalized(ours["stream"]) == answer["stream"], label
+        corrected += json.dumps(answer).count('"decoded_token": ""') + json.dumps(answer).count('"token": ""')
+    # The cases must actually exercise the byte-fallback correction (strings corrected to "").
+    assert corrected > 0
+
+
+def test_cases_hit_the_corners(tok: Tokenizer) -> None:
+    """The synthetic rows contain what the parity test claims to cover (no oracle needed)."""
+    cases = build_cases(tok)
+    comp = [c for c in cases if c["op"] == "completion"]
+    all_rows = [
+        r for c in cases for r in [*c["chunks"], *([c["prompt_rows"]] if c.get("prompt_rows") else [])]
+    ]
+    values = [v for r in all_rows for row in r["logprobs"] for v in row]
+    assert float("-inf") in values and -12345.5 in values
+    dup_other_value = sum(
+        1
+        for r in all_rows
+        for ids, vals in zip(r["token_ids"], r["logprobs"], strict=True)
+        if ids[0] in ids[1:] and vals[ids[1:].index(ids[0]) + 1] != vals[0]
+    )
+    assert dup_other_value > 0
+    assert any(c["echo"] and c["max_tokens"] == 0 for c in comp)
+    assert any(c["echo"] and c["max_tokens"] > 0 for c in comp)
+    assert any(c["return_as_ids"] for c in comp) and any(
+        c["return_as_ids"] for c in cases if c["op"] == "chat"
+    )
+    assert any(c["prompt_rows"] is None and c["echo"] for c in comp)  # one-token prompt
+    # String collisions in completions' top_logprobs: two ids of one position with the same string.
+    texts = lp._texts(tok)
+    collisions = 0
+    for r in all_rows:
+        for ids in r["token_ids"]:
+            strings = [texts.listed(i) for i in dict.fromkeys(ids)]
+            collisions += len(strings) != len(set(strings))
+    assert collisions > 0
+
+
+def test_prompt_logprobs_field_shape(tok: Tokenizer) -> None:
+    """Hand-checked: key order (actual token first), ranks 1..k for the top-k, -inf clamped only there."""
+    ids = tok.encode("Hello world")
+    actual = ids[1]
+    other = next(i for i in range(10, 100) if i != actual)
+    plp = wire.PromptLogprobs(
+        token_ids=[[actual, other, actual], *[[t, t, other] for t in ids[2:]]],
+        logprobs=[
+            [f32(-1.5), f32(-0.5), f32(-1.25)],
+            *[[float("-inf"), -20000.0, float("-inf")] for _ in ids[2:]],
+        ],
+        ranks=[7, *[1 for _ in ids[2:]]],
+    )
+    field = lp.prompt_logprobs_field(tok, ids, plp)
+    assert field[0] is None and len(field) == len(ids)
+    first = field[1]
+    assert first is not None
+    assert list(first) == [str(actual), str(other)]
+    # The actual id again in column 2: its key keeps first place, its value is column 2's (rank 2).
+    assert first[str(actual)] == {"logprob": f32(-1.25), "rank": 2, "decoded_token": tok.decode([actual])}
+    assert first[str(other)]["rank"] == 1
+    if len(ids) > 2:
+        second = field[2]
+        assert second is not None
+        assert second[str(ids[2])]["logprob"] == -20000.0  # below -9999 but finite: kept as is
+        assert second[str(other)]["logprob"] == -9999.0
+    assert lp.prompt_logprobs_field(tok, ids[:1], None) == [None]
+
+
+def test_return_tokens_as_token_ids_shapes(tok: Tokenizer) -> None:
+    ids = tok.encode("✓ ok", add_special_tokens=False)
+    rows_ = wire.Logprobs(
+        token_ids=[[t, t, 5] for t in ids], logprobs=[[-0.5, -0.5, -2.0] for _ in ids], ranks=[1 for _ in ids]
+    )
+    chunk = Chunk("", ids, rows_)
+    comp = lp.completion_logprobs(tok, [chunk], 2, offset=3, return_as_ids=True)
+    assert comp["tokens"] == [f"token_id:{t}" for t in ids]
+    assert comp["top_logprobs"][0] == {f"token_id:{ids[0]}": -0.5, "token_id:5": -2.0}
+    assert comp["text_offset"][:2] == [3, 3 + len(f"token_id:{ids[0]}")]
+    chat = lp.chat_logprobs(tok, [chunk], 2, return_as_ids=True)["content"]
+    assert [c["token"] for c in chat] == [f"token_id:{t}" for t in ids]
+    assert chat[0]["top_logprobs"][1] == {
+        "token": "token_id:5",
+        "logprob": -2.0,
+        "bytes": list(b"token_id:5"),
+    }
+    # bytes of the chosen token stay those of its decoded string (vLLM's step_decoded), not of "token_id:..."
+    assert "".join(bytes(c["bytes"]).decode() for c in chat) == "✓ ok"
