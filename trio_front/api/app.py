@@ -23,7 +23,7 @@ import trio
 
 from trio_front.engine.client import EngineClient
 
-from . import admin, chat, completions, lora, realtime, responses, tokenize
+from . import admin, chat, completions, lora, realtime, responses, scale_out, tokenize
 from .disconnect import ClientDisconnected, run_with_disconnect
 from .errors import APIError
 from .http import Headers, Receive, Scope, Send, read_body, send_error
@@ -72,6 +72,8 @@ class App:
         #: POST routes whose requests in flight ``/load`` counts (with ``--enable-server-load-tracking``):
         #: the generate routes, as vLLM's ``load_aware_call`` decorates them.
         self.load_tracked: set[str] = {"/v1/completions", "/v1/chat/completions", "/v1/responses"}
+        self.post_routes.update(scale_out.ROUTES)  # 403 without --enable-scale-out
+        self.load_tracked |= scale_out.LOAD_TRACKED
         self.ws_routes: dict[str, WSHandler] = {
             "/v1/responses": responses.handle_websocket,
             "/v1/realtime": realtime.handle_websocket,
