@@ -2,6 +2,7 @@
 test_logprobs_shapes.py).
 
 stdin: ``{"model": <dir>, "cases": [case, ...]}``; stdout (last line): a JSON list, one answer per case.
+A case may name its own ``"model"`` directory (the tokenizer its ids belong to).
 
 * ``{"op": "tokens"}`` → ``{"listed": convert_ids_list_to_tokens(all ids), "alone": [decode(id)...]}``.
 * ``{"op": "completion", "prompt_ids", "prompt_rows": ROWS|None, "chunks": [ROWS...], "logprobs": N,
@@ -28,11 +29,14 @@ def main() -> None:
     from vllm.tokenizers import get_tokenizer
 
     job = json.loads(sys.stdin.read())
-    tokenizer = get_tokenizer(job["model"])
+    tokenizers = {}
     out = []
     for case in job["cases"]:
+        model = case.get("model", job["model"])
+        if model not in tokenizers:
+            tokenizers[model] = get_tokenizer(model)
         try:
-            out.append(run(case, tokenizer))
+            out.append(run(case, tokenizers[model]))
         except Exception as exc:  # reported per case so one odd input does not hide the others
             out.append({"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]})
     print(json.dumps(out))

@@ -240,31 +240,100 @@ def normalized(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------------ tests
 
 
+def metaspace_model(dst: Path) -> Path:
+    """A small SentencePiece-style tokenizer (Metaspace pre-tokenizer, byte fallback, Llama-2's decoder):
+    the case where vLLM restores the leading spaces that ``decode`` strips from "▁" pieces."""
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    backend = tokenizers.Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    text = [
+        "Hello world, this is a small café text ✓ with 日本語 and naïve words. " * 3,
+        "the quick brown fox",
+    ]
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=40)
+    backend.train_from_iterator(text, trainer)
+    config = json.loads(backend.to_str())
+    vocab = config["model"]["vocab"]
+    for piece in [*(f"<0x{b:02X}>" for b in range(256)), "\u2581\u2581", "\u2581\u2581\u2581x"]:
+        vocab.setdefault(piece, len(vocab))
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "tokenizer.json").write_text(json.dumps(config))
+    special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", **special}
+    (dst / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    model_config = {**json.loads((TINY / "config.json").read_text()), "vocab_size": len(vocab)}
+    (dst / "config.json").write_text(json.dumps(model_config))
+    return dst
+
+
 @pytest.fixture(scope="module")
-def vllm(tok: Tokenizer) -> tuple[list[dict[str, Any]], list[Any]]:
-    """All the cases and vLLM's answers, in one oracle run (importing vLLM takes ~30 s)."""
-    cases = [{"op": "tokens"}, *build_cases(tok)]
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return {"tiny": TINY, "metaspace": metaspace_model(tmp_path_factory.mktemp("metaspace"))}
+
+
+@pytest.fixture(scope="module")
+def toks(tok: Tokenizer, models: dict[str, Path]) -> dict[str, Tokenizer]:
+    assert lp._leading_space_marker(tok) is None  # ByteLevel: no leading-space restoration
+    metaspace = Tokenizer.from_pretrained(models["metaspace"])
+    assert lp._leading_space_marker(metaspace) == "\u2581"
+    return {"tiny": tok, "metaspace": metaspace}
+
+
+@pytest.fixture(scope="module")
+def vllm(toks: dict[str, Tokenizer], models: dict[str, Path]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """All the cases, for both tokenizers, and vLLM's answers, in one oracle run (importing vLLM takes
+    ~30 s). ``case["tok"]`` names the tokenizer."""
+    cases: list[dict[str, Any]] = []
+    for name, tokenizer in toks.items():
+        tagged = [{"op": "tokens"}, *build_cases(tokenizer)]
+        cases.extend({**case, "tok": name, "model": str(models[name])} for case in tagged)
     return cases, oracle(cases)
 
 
-def test_token_strings_equal_vllm_for_every_id(tok: Tokenizer, vllm: tuple[list[Any], list[Any]]) -> None:
-    answer = vllm[1][0]
-    ids = list(range(tok.vocab_size))
-    assert len(answer["listed"]) == len(ids)
-    assert lp.token_strings(tok, ids) == answer["listed"]
-    assert [lp._texts(tok).alone(i) for i in ids] == answer["alone"]
+def test_token_strings_equal_vllm_for_every_id(
+    toks: dict[str, Tokenizer], vllm: tuple[list[Any], list[Any]]
+) -> None:
+    checked = 0
+    for case, answer in zip(*vllm, strict=True):
+        if case["op"] != "tokens":
+            continue
+        tokenizer = toks[case["tok"]]
+        ids = list(range(tokenizer.vocab_size))
+        assert len(answer["listed"]) == len(ids)
+        assert lp.token_strings(tokenizer, ids) == answer["listed"], case["tok"]
+        assert [lp._texts(tokenizer).alone(i) for i in ids] == answer["alone"], case["tok"]
+        checked += 1
+    assert checked == 2
+    # The Metaspace tokenizer really has pieces whose restored spaces decode() drops.
+    ms = toks["metaspace"]
+    assert any(
+        lp.token_strings(ms, [i])[0] != ms.decode([i], skip_special_tokens=False)
+        for i in range(ms.vocab_size)
+    )
 
 
-def test_shapes_equal_vllm(tok: Tokenizer, vllm: tuple[list[Any], list[Any]]) -> None:
-    corrected = 0
-    for case, answer in zip(vllm[0][1:], vllm[1][1:], strict=True):
-        ours = ours_completion(tok, case) if case["op"] == "completion" else ours_chat(tok, case)
+def test_shapes_equal_vllm(toks: dict[str, Tokenizer], vllm: tuple[list[Any], list[Any]]) -> None:
+    corrected = {name: 0 for name in toks}
+    compared = 0
+    for case, answer in zip(*vllm, strict=True):
+        if case["op"] == "tokens":
+            continue
+        tokenizer = toks[case["tok"]]
+        ours = ours_completion(tokenizer, case) if case["op"] == "completion" else ours_chat(tokenizer, case)
         label = {k: v for k, v in case.items() if k not in ("chunks", "prompt_rows", "prompt_ids")}
         assert normalized(ours["full"]) == answer["full"], label
         assert normalized(ours["stream"]) == answer["stream"], label
-        corrected += json.dumps(answer).count('"decoded_token": ""') + json.dumps(answer).count('"token": ""')
+        dumped = json.dumps(answer)
+        corrected[case["tok"]] += dumped.count('"decoded_token": ""') + dumped.count('"token": ""')
+        compared += 1
+    assert compared == 32
     # The cases must actually exercise the byte-fallback correction (strings corrected to "").
-    assert corrected > 0
+    assert all(corrected.values()), corrected
 
 
 def test_cases_hit_the_corners(tok: Tokenizer) -> None:
