@@ -323,11 +323,10 @@ async def test_unload_refusals(runtime_env: None, adapters: tuple[Server, Path, 
 # ---------------------------------------------------------------------------------- start-up
 
 
-async def _serve(config: FrontendConfig, enable_lora: bool) -> tuple[str, BaseException | None]:
-    """Run ``serve_frontend`` (with its own start-up loading) on a mock; returns the /v1/models ids seen
-    once serving, or the exception it ended with."""
+async def _serve(config: FrontendConfig, enable_lora: bool, want: list[str] | None) -> BaseException | None:
+    """Run ``serve_frontend`` (with its own start-up loading) on a mock. With *want*, stop it once
+    ``/v1/models`` lists those ids; otherwise wait for it to end. Returns the ``SystemExit`` it raised."""
     outcome: BaseException | None = None
-    seen = ""
     async with trio.open_nursery() as nursery:
         await nursery.start(
             run_mock_engine, MockEngineConfig(config.engine_addr, step_ms=2, enable_lora=enable_lora)
@@ -343,20 +342,19 @@ async def _serve(config: FrontendConfig, enable_lora: bool) -> tuple[str, BaseEx
 
         nursery.start_soon(run)
         with trio.fail_after(20):
+            if want is None:
+                await trio.sleep_forever()  # run() cancels
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{config.port}") as client:
-                while outcome is None:
+                while True:
                     try:
                         ids = [c["id"] for c in (await client.get("/v1/models")).json()["data"]]
                     except httpx.HTTPError:
                         ids = []
-                    if len(ids) > 1:
-                        seen = ",".join(ids)
+                    if ids == want:
                         nursery.cancel_scope.cancel()
                         break
                     await trio.sleep(0.05)
-                else:
-                    await trio.sleep_forever()  # run() cancels
-    return seen, outcome
+    return outcome
 
 
 def _config(*modules: str) -> FrontendConfig:
@@ -367,8 +365,7 @@ def _config(*modules: str) -> FrontendConfig:
 
 async def test_serve_frontend_loads_lora_modules_once_the_engine_is_ready(tmp_path: Path) -> None:
     path = adapter_dir(tmp_path, "sql")
-    seen, outcome = await _serve(_config(f"sql={path}"), enable_lora=True)
-    assert outcome is None and seen == f"{BASE},sql"
+    assert await _serve(_config(f"sql={path}"), enable_lora=True, want=[BASE, "sql"]) is None
 
 
 @pytest.mark.parametrize("enable_lora", [True, False])
@@ -377,8 +374,8 @@ async def test_a_static_adapter_that_fails_stops_the_server_non_zero(
 ) -> None:
     path = adapter_dir(tmp_path, "ok")
     modules = (f"ok={path}", f"bad={tmp_path / 'missing'}")
-    seen, outcome = await _serve(_config(*modules), enable_lora=enable_lora)
-    assert isinstance(outcome, SystemExit) and outcome.code == 1 and not seen
+    outcome = await _serve(_config(*modules), enable_lora=enable_lora, want=None)
+    assert isinstance(outcome, SystemExit) and outcome.code == 1
     expected = "No adapter found" if enable_lora else "start the engine with --enable-lora"
     assert expected in caplog.text and "--lora-modules" in caplog.text
 
