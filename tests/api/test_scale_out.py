@@ -571,3 +571,49 @@ async def test_completions_render_one_request_per_prompt(scale_server: Server) -
     r = await post(scale_server, "/v1/completions/render", {"prompt": "Hi", "max_tokens": 4})
     assert r.json()[0]["request_id"].startswith("cmpl-") and len(r.json()) == 1
     assert scale_server.adds() == []
+
+
+async def test_prompt_logprobs_and_prompt_token_ids(scale_server: Server) -> None:
+    prompt = [1, 30, 31]
+    r = await post(
+        scale_server,
+        "/inference/v1/generate",
+        {
+            "token_ids": prompt,
+            "sampling_params": {"max_tokens": 2, "prompt_logprobs": 1},
+            "return_token_ids": True,
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["prompt_token_ids"] == prompt
+    field = body["prompt_logprobs"]
+    # vLLM's raw shape: None for the first prompt token, then {"<id>": {"logprob", "rank", "decoded_token"}}.
+    assert field[0] is None and len(field) == 3
+    assert str(prompt[1]) in field[1] and set(field[1][str(prompt[1])]) == {
+        "logprob",
+        "rank",
+        "decoded_token",
+    }
+    # Streamed: the prompt ids ride on the first chunk only.
+    events = await sse(
+        scale_server,
+        "/inference/v1/generate",
+        {"token_ids": prompt, "sampling_params": {"max_tokens": 3}, "return_token_ids": True, "stream": True},
+    )
+    assert events[0]["prompt_token_ids"] == prompt
+    assert all("prompt_token_ids" not in e for e in events[1:])
+
+
+async def test_client_disconnect_aborts_the_engine_request() -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, frontend={"enable_scale_out": True}, step_ms=20)
+        body = {"token_ids": [1, 2, 3], "sampling_params": {"max_tokens": 500}, "stream": True}
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            async with client.stream("POST", "/inference/v1/generate", json=body) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        break
+        await server.settle()
+        assert server.aborts() == server.adds() and len(server.adds()) == 1
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,179 @@
+"""The --enable-scale-out routes, trio-front (real engine) against ``vllm serve --enable-scale-out`` on the
+tiny model: render answers are equal as JSON, and generate gives the same tokens, text and shapes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from trio_front.engine.launch import (
+    EngineProcess,
+    full_vllm_serve_command,
+    pick_free_port,
+    wait_for_http_health,
+)
+
+from .conftest import MODEL, require_engine, start_engine
+
+pytestmark = pytest.mark.real_engine
+NAME = "tiny"
+MESSAGES = [{"role": "user", "content": "Write a haiku about the sea."}]
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[tuple[str, str]]:
+    """(trio-front root URL, vllm serve root URL), both with --enable-scale-out."""
+    require_engine()
+    engine_port, ours_port, theirs_port = pick_free_port(), pick_free_port(), pick_free_port()
+    ours = EngineProcess(
+        [
+            sys.executable,
+            "-m",
+            "trio_front.cli",
+            "run",
+            "--engine-addr",
+            f"tcp://127.0.0.1:{engine_port}",
+            "--model",
+            str(MODEL),
+            "--served-model-name",
+            NAME,
+            "--port",
+            str(ours_port),
+            "--enable-scale-out",
+        ],
+        env=None,
+    )
+    ours.env.pop("VLLM_HOST_IP", None)
+    theirs = EngineProcess(
+        full_vllm_serve_command(
+            MODEL, "127.0.0.1", theirs_port, served_model_name=NAME, extra_args=("--enable-scale-out",)
+        )
+    )
+    engine = None
+    try:
+        ours.start()
+        engine = start_engine(engine_port)
+        theirs.start()
+        wait_for_http_health(f"http://127.0.0.1:{ours_port}/health", 300, process=ours)
+        wait_for_http_health(f"http://127.0.0.1:{theirs_port}/health", 300, process=theirs)
+        yield f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{theirs_port}"
+    finally:
+        for proc in (ours, theirs, engine):
+            if proc is not None:
+                proc.terminate()
+        if ours.returncode not in (0, None, -15):
+            print(ours.read_log(tail=3000))
+
+
+def both(
+    pair: tuple[str, str], path: str, body: Any, headers: dict[str, str] | None = None
+) -> list[httpx.Response]:
+    return [httpx.post(root + path, json=body, headers=headers or {}, timeout=120) for root in pair]
+
+
+def stream_events(root: str, path: str, body: dict) -> list[Any]:
+    events: list[Any] = []
+    with httpx.stream("POST", root + path, json=body, timeout=120) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:] if line[6:] == "[DONE]" else orjson.loads(line[6:]))
+    assert events[-1] == "[DONE]"
+    return events[:-1]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"max_tokens": 12, "temperature": 0.0, "seed": 3, "stop": ["\n"]},
+        {"max_completion_tokens": 20, "top_p": 0.9, "top_k": 5, "logprobs": True, "top_logprobs": 2},
+        {
+            "response_format": {"type": "json_object"},
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        {"logit_bias": {"100": 3.0}, "min_tokens": 2, "stop_token_ids": [13], "skip_special_tokens": False},
+    ],
+)
+def test_chat_render_equals_vllms(pair: tuple[str, str], extra: dict) -> None:
+    ours, theirs = both(
+        pair,
+        "/v1/chat/completions/render",
+        {"model": NAME, "messages": MESSAGES, **extra},
+        {"X-Request-Id": "r"},
+    )
+    assert ours.status_code == theirs.status_code == 200, (ours.text, theirs.text)
+    assert ours.json() == theirs.json()
+
+
+def test_completions_render_equals_vllms(pair: tuple[str, str]) -> None:
+    body = {
+        "model": NAME,
+        "prompt": ["def hello(", "x = 1"],
+        "max_tokens": 9,
+        "seed": 1,
+        "echo": False,
+    }
+    ours, theirs = both(pair, "/v1/completions/render", body, {"X-Request-Id": "c"})
+    assert ours.status_code == theirs.status_code == 200, (ours.text, theirs.text)
+    assert ours.json() == theirs.json()
+
+
+def comparable(body: dict[str, Any]) -> dict[str, Any]:
+    out = dict(body)
+    out.pop("created", None)
+    for choice in out.get("choices", []):
+        if choice.get("logprobs"):
+            for entry in choice["logprobs"]["content"]:
+                entry["logprob"] = round(entry["logprob"], 2)
+                for top in entry["top_logprobs"]:
+                    top["logprob"] = round(top["logprob"], 2)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["tokens", "text"])
+def test_rendered_request_generates_the_same_on_both(pair: tuple[str, str], mode: str) -> None:
+    (rendered, _) = both(pair, "/v1/chat/completions/render", {"model": NAME, "messages": MESSAGES})
+    gen = {
+        **rendered.json(),
+        "request_id": f"g-{mode}",
+        "output_mode": mode,
+        "return_token_ids": True,
+        "sampling_params": {"temperature": 0.0, "max_tokens": 16, "logprobs": 2},
+    }
+    ours, theirs = both(pair, "/inference/v1/generate", gen)
+    assert ours.status_code == theirs.status_code == 200, (ours.text, theirs.text)
+    a, b = comparable(ours.json()), comparable(theirs.json())
+    assert list(a) == list(b)
+    assert a["model"] == b["model"] == NAME
+    assert a == b
+    # Streamed, assembled: the same tokens again, in vLLM's chunk shape.
+    ours_events = stream_events(pair[0], "/inference/v1/generate", {**gen, "stream": True})
+    theirs_events = stream_events(pair[1], "/inference/v1/generate", {**gen, "stream": True})
+    for events in (ours_events, theirs_events):
+        assert [t for e in events for t in e["choices"][0]["token_ids"]] == a["choices"][0]["token_ids"]
+        assert events[-1]["choices"][0]["finish_reason"] == a["choices"][0]["finish_reason"]
+    assert list(ours_events[0]) == list(theirs_events[0])
+    assert list(ours_events[0]["choices"][0]) == list(theirs_events[0]["choices"][0])
+
+
+def test_generate_refusals_and_abort(pair: tuple[str, str]) -> None:
+    for sampling in ({"temperature": -1.0}, {"max_tokens": 0}, {"top_p": 0.0}):
+        ours, theirs = both(
+            pair, "/inference/v1/generate", {"token_ids": [1, 2, 3], "sampling_params": sampling}
+        )
+        assert ours.status_code == theirs.status_code == 400, sampling
+    ours, theirs = both(pair, "/inference/v1/abort_requests", {"request_ids": ["generate-tokens-nothing"]})
+    assert ours.status_code == theirs.status_code == 200
+    assert ours.content == theirs.content == b""
+    # The engine kept serving.
+    ours, _ = both(
+        pair, "/inference/v1/generate", {"token_ids": [1, 2, 3], "sampling_params": {"max_tokens": 2}}
+    )
+    assert ours.status_code == 200 and len(ours.json()["choices"][0]["token_ids"]) == 2
