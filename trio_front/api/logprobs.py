@@ -73,6 +73,8 @@ class _TokenText:
         self._marker = _leading_space_marker(tokenizer)
         self._alone: dict[int, str] = {}
         self._listed: dict[int, str] = {}
+        #: Ids whose `listed` string ends in U+FFFD (vLLM re-decodes those with context).
+        self._partial: set[int] = set()
 
     def decode(self, ids: list[int]) -> str:
         # transformers' ``decode`` default, which vLLM uses throughout: special tokens kept.
@@ -95,11 +97,16 @@ class _TokenText:
                 if raw is not None:  # vLLM would fail on an id outside the vocabulary; keep the decode
                     text = _restore_leading_spaces(raw, text, self._marker)
             self._listed[token_id] = text
+            if text.endswith(_REPLACEMENT):
+                self._partial.add(token_id)
         return text
 
     def row(self, ids: Sequence[int], context: Sequence[int]) -> list[str]:
         """``convert_ids_list_to_tokens`` + ``_verify_tokens`` for one position's ids."""
-        out = [self.listed(i) for i in ids]
+        cache = self._listed
+        out = [cache[i] if i in cache else self.listed(i) for i in ids]
+        if self._partial.isdisjoint(ids):  # the common case: no incomplete UTF-8 to correct
+            return out
         for k, text in enumerate(out):
             if text.endswith(_REPLACEMENT):
                 out[k] = self._correct(ids[k], context)
@@ -151,10 +158,11 @@ def _position(
     texts: _TokenText, ids: Sequence[int], values: Sequence[float], rank: int, context: Sequence[int]
 ) -> Position:
     decoded = texts.row(ids, context)
-    position: Position = {}
-    # Column 0 has the engine's rank, column j >= 1 rank j; zip stops at the shortest, as vLLM's does.
-    for j, (tid, value, text) in enumerate(zip(ids, values, decoded, strict=False)):
-        position[tid] = (value, rank if j == 0 else j, text)
+    # Column 0 has the engine's rank, column j >= 1 rank j; a repeated id keeps its first key's place and
+    # takes the later value, and the shortest of ids/values wins, all as vLLM's dict comprehension.
+    position: Position = {ids[0]: (values[0], rank, decoded[0])}
+    for j in range(1, min(len(ids), len(values))):
+        position[ids[j]] = (values[j], j, decoded[j])
     return position
 
 
