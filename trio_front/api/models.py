@@ -11,7 +11,7 @@ token with cattrs would cost several microseconds each.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
@@ -42,6 +42,24 @@ converter.register_structure_hook(float, _strict(float, (int, float), "a number"
 converter.register_structure_hook(bool, _strict(bool, (bool,), "a boolean"))
 converter.register_structure_hook(str, _strict(str, (str,), "a string"))
 converter.register_structure_hook(Any, lambda value, _: value)
+
+
+def _list_hook_factory(kind: Any) -> Any:
+    """A ``list[X]`` field takes only a JSON array: cattrs would iterate a string (``"ab"`` → ``["a",
+    "b"]``) or a mapping's keys."""
+    args = get_args(kind)
+    inner = args[0] if args else Any
+    element = converter.get_structure_hook(inner)
+
+    def hook(value: Any, _: type) -> list[Any]:
+        if type(value) is not list:
+            raise TypeError(f"expected a list, got {type(value).__name__} {_short(value)}")
+        return [element(v, inner) for v in value]
+
+    return hook
+
+
+converter.register_structure_hook_factory(lambda t: get_origin(t) is list, _list_hook_factory)
 
 
 def parse_json(body: bytes) -> Any:

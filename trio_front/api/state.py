@@ -50,7 +50,9 @@ class ServerState:
     @property
     def limits(self) -> ModelLimits:
         if self._limits is None:
-            self._limits = ModelLimits.from_tokenizer(self.tokenizer, self.engine.max_model_len)
+            self._limits = ModelLimits.from_tokenizer(
+                self.tokenizer, self.engine.max_model_len, max_logprobs=self.max_logprobs
+            )
         return self._limits
 
     def check_model(self, requested: str | None) -> None:

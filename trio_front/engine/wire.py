@@ -99,6 +99,16 @@ class StructuredOutputsParams(msgspec.Struct, kw_only=True):
     backend_was_auto: bool = msgspec.field(default=False, name="_backend_was_auto")
 
 
+class RepetitionDetectionParams(msgspec.Struct, kw_only=True):
+    """vLLM's ``RepetitionDetectionParams`` dataclass (a map with every field). The engine's decoder runs
+    its ``__post_init__`` (its input thread dies if that raises; ``serving/params.py`` checks first) and
+    its scheduler ends a request that repeats an n-gram ``min_count`` times (finish ``repetition``)."""
+
+    max_pattern_size: int = 0
+    min_pattern_size: int = 0
+    min_count: int = 0
+
+
 class SamplingParams(msgspec.Struct, omit_defaults=True, kw_only=True):
     """The engine-relevant subset of vLLM's ``SamplingParams``, encoded as the same msgpack map.
 
@@ -136,6 +146,7 @@ class SamplingParams(msgspec.Struct, omit_defaults=True, kw_only=True):
     structured_outputs: StructuredOutputsParams | None = None
     #: vLLM's ``vllm_xargs`` / ``kv_transfer_params`` land here (string keys, JSON-like values).
     extra_args: dict[str, Any] | None = None
+    repetition_detection: RepetitionDetectionParams | None = None
 
 
 class LoRARequest(msgspec.Struct, array_like=True, omit_defaults=True, kw_only=True):
