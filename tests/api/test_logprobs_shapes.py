@@ -416,3 +416,88 @@ def test_return_tokens_as_token_ids_shapes(tok: Tokenizer) -> None:
     }
     # bytes of the chosen token stay those of its decoded string (vLLM's step_decoded), not of "token_id:..."
     assert "".join(bytes(c["bytes"]).decode() for c in chat) == "✓ ok"
+
+
+# ------------------------------------------------------------------------ through the HTTP API (mock)
+
+
+def _assembled(events: list[dict[str, Any]]) -> tuple[str, dict[str, list[Any]]]:
+    text, merged = "", {"text_offset": [], "token_logprobs": [], "tokens": [], "top_logprobs": []}
+    for event in events:
+        for choice in event.get("choices", []):
+            text += choice["text"]
+            for key, values in (choice.get("logprobs") or {}).items():
+                merged[key].extend(values)
+    return text, merged
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt": "Hello wörld ✓ 日本語", "echo": True, "logprobs": 2, "max_tokens": 0},
+        {"prompt": "Hello wörld ✓ 日本語", "echo": True, "logprobs": 1, "max_tokens": 4},
+        {
+            "prompt": [1, 50, 60, 70],
+            "echo": True,
+            "logprobs": 3,
+            "max_tokens": 3,
+            "return_tokens_as_token_ids": True,
+        },
+        {"prompt": "abc", "logprobs": 2, "max_tokens": 5},
+    ],
+)
+async def test_completion_logprobs_streamed_equal_full(server: Any, body: dict[str, Any]) -> None:
+    """House rule: the streamed logprobs add up to the non-streamed ones (text offsets included); with
+    echo the prompt part agrees with the raw ``prompt_logprobs`` field position by position."""
+    from .test_http_api import post, sse
+
+    request = {"temperature": 0, **body}
+    full = await post(server, "/v1/completions", request)
+    assert full.status_code == 200, full.text
+    choice = full.json()["choices"][0]
+    text, merged = _assembled(await sse(server, "/v1/completions", {**request, "stream": True}))
+    assert text == choice["text"]
+    assert merged == choice["logprobs"]
+    tokens = choice["logprobs"]["tokens"]
+    assert choice["logprobs"]["text_offset"] == [sum(len(t) for t in tokens[:k]) for k in range(len(tokens))]
+    if not body.get("echo"):
+        assert len(tokens) == body["max_tokens"]
+        return
+    tok: Tokenizer = server.app.state.tokenizer
+    ids = body["prompt"] if isinstance(body["prompt"], list) else tok.encode(body["prompt"])
+    field = choice["prompt_logprobs"]
+    assert len(field) == len(ids) and field[0] is None
+    assert len(tokens) == len(ids) + body["max_tokens"]
+    assert choice["logprobs"]["token_logprobs"][0] is None and choice["logprobs"]["top_logprobs"][0] is None
+    as_ids = body.get("return_tokens_as_token_ids", False)
+    for k in range(1, len(ids)):
+        entry = field[k][str(ids[k])]
+        assert next(iter(field[k])) == str(ids[k])  # the actual prompt token first
+        assert tokens[k] == (f"token_id:{ids[k]}" if as_ids else entry["decoded_token"])
+        assert choice["logprobs"]["token_logprobs"][k] == max(entry["logprob"], -9999.0)
+        assert len(choice["logprobs"]["top_logprobs"][k]) <= body["logprobs"] + 1
+    add = server.mock.log.named("add")[-1]
+    assert add["max_tokens"] == max(body["max_tokens"], 1)  # echo + 0 runs one step
+
+
+async def test_chat_logprobs_streamed_equal_full(server: Any) -> None:
+    from .test_http_api import post, sse
+
+    request = {
+        "messages": [{"role": "user", "content": "x ✓"}],
+        "max_tokens": 6,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": 3,
+    }
+    full = await post(server, "/v1/chat/completions", request)
+    assert full.status_code == 200, full.text
+    content = full.json()["choices"][0]["logprobs"]["content"]
+    streamed: list[dict[str, Any]] = []
+    for event in await sse(server, "/v1/chat/completions", {**request, "stream": True}):
+        for choice in event.get("choices", []):
+            streamed.extend((choice.get("logprobs") or {}).get("content") or [])
+    assert streamed == content
+    assert len(content) == 6 and all(len(c["top_logprobs"]) == 3 for c in content)
+    # The chosen token leads its top_logprobs when it is among the top-k (the mock samples rank 1).
+    assert all(c["top_logprobs"][0]["token"] == c["token"] for c in content)
