@@ -9,7 +9,9 @@ Contract (each point is what vLLM 0.32's frontend does, so answers are byte-for-
   SentencePiece leading spaces restored) followed by the UTF-8 byte-fallback correction: a string ending
   in U+FFFD is re-decoded after up to 4 preceding sampled (or prompt) ids and becomes the text those bytes
   complete, or ``""`` (``vllm/v1/engine/logprobs.py::_verify_tokens``). That context spans the whole
-  request, so a streaming caller passes the same ``context`` list to every call for one choice.
+  request, so a streaming caller passes the same ``context`` list to every call for one choice. A
+  position without logprobs (echo's first prompt token) is ``tokenizer.decode(id)`` alone, spaces not
+  restored.
 * ``return_as_ids`` (``return_tokens_as_token_ids``) shows ``"token_id:<id>"`` instead of token strings;
   chat's ``bytes`` for the chosen token stay those of the decoded string, as in vLLM.
 * Values below ``-9999.0`` are shown as ``-9999.0`` in the OpenAI shapes; the raw ``prompt_logprobs``
@@ -24,7 +26,7 @@ from __future__ import annotations
 import json
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from trio_front.engine import wire
 from trio_front.serving.generation import Chunk
@@ -69,7 +71,9 @@ class _TokenText:
     """vLLM's token strings for one tokenizer, with the per-id results cached (ids are few, calls many)."""
 
     def __init__(self, tokenizer: Tokenizer) -> None:
-        self._tokenizer = tokenizer
+        # A proxy: this object is the value of a WeakKeyDictionary keyed by the tokenizer, and must not
+        # keep its own key alive.
+        self._tokenizer = cast(Tokenizer, weakref.proxy(tokenizer))
         self._marker = _leading_space_marker(tokenizer)
         self._alone: dict[int, str] = {}
         self._listed: dict[int, str] = {}
