@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import msgspec
 import pytest
 import trio
@@ -217,6 +218,9 @@ def test_width_limits_are_vllms() -> None:
     ):
         check_beam_width(11, 20, 4096)
     check_beam_width(20, 40, 4096)
+    step_params(BeamParams(beam_width=20, max_tokens=3), limits=attrs.evolve(LIMITS, max_logprobs=40))
+    with pytest.raises(ParamError, match="of 22, which is greater than max allowed: 20"):
+        step_params(BeamParams(beam_width=11, max_tokens=3), limits=LIMITS)
     check_beam_width(2000, -1, 4096)  # -1: the vocabulary
     with pytest.raises(ParamError, match="beam_width must be at least 1, got 0."):
         check_beam_width(0, 20, 4096)
@@ -372,10 +376,9 @@ async def test_cancelled_midway_every_step_request_is_aborted_in_one_abort(token
         assert sorted(aborts[0]) == sorted(run.submitted[-4:])
         # The mock gets the ABORT (a request that finished in the step then running is "abort_unknown").
         with trio.fail_after(5):
-            while (
-                {e["request_id"] for kind in ("abort", "abort_unknown") for e in mock.log.named(kind)}
-                != set(run.submitted[-4:])
-            ):
+            while {
+                e["request_id"] for kind in ("abort", "abort_unknown") for e in mock.log.named(kind)
+            } != set(run.submitted[-4:]):
                 await trio.sleep(0.01)
         assert client.open_requests == 0 and not mock.live_request_ids
 
@@ -414,7 +417,10 @@ async def test_an_engine_error_fails_the_search_and_aborts_the_rest(tokenizer: T
 
 
 async def test_an_engine_side_abort_ends_the_search_with_abort(tokenizer: Tokenizer) -> None:
-    async with mock_engine(step_ms=30) as (client, mock, _aborts):
+    """A step request the engine aborts (e.g. ``pause_scheduler(mode="abort")``) ends the search: the
+    live beams are returned as they are, finish_reason ``abort``."""
+    # One sequence at a time, so the step's second request waits a whole step in the engine.
+    async with mock_engine(step_ms=30, max_num_seqs=1) as (client, mock, _aborts):
         run = _run(client, tokenizer, [1, 2, 3], BeamParams(beam_width=2, max_tokens=50))
         result = None
 
@@ -422,12 +428,14 @@ async def test_an_engine_side_abort_ends_the_search_with_abort(tokenizer: Tokeni
             nonlocal result
             result = await run.run()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(search)
-            while len(run.submitted) < 3:
-                await trio.sleep(0.001)
-            await client.call_utility("pause_scheduler", "abort")
-        await client.call_utility("resume_scheduler")
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(search)
+                # Once the second step's requests are live in the engine, it aborts everything it has.
+                while len(run.submitted) < 3 or run.submitted[2] not in mock.live_request_ids:
+                    await trio.sleep(0.001)
+                mock.core._engine_abort_all()
     assert result is not None
     assert [o.finish_reason for o in result.outputs] == ["abort", "abort"]
     assert all(len(o.token_ids) == 1 for o in result.outputs)
+    assert len(run.submitted) == 3

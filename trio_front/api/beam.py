@@ -111,7 +111,7 @@ def _beam_params(
         skip_special_tokens=skip_special_tokens,
     )
     try:
-        return params, step_params(params, limits=state.limits, max_logprobs=state.max_logprobs)
+        return params, step_params(params, limits=state.limits)
     except ParamError as exc:
         raise param_error(exc) from None
 

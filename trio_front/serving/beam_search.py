@@ -36,10 +36,7 @@ from trio_front.engine.client import EngineClient, RequestStream
 from trio_front.text.tokenizer import Tokenizer
 
 from .generation import GenerationError
-from .params import ModelLimits, ParamError, build_params
-
-#: vLLM's ``VLLM_MAX_N_SEQUENCES`` default (the bound on ``n``, hence on the beam width).
-MAX_BEAM_WIDTH = 16384
+from .params import ModelLimits, ParamError, build_params, max_n_sequences
 
 #: One step's answer for one beam: token id -> logprob, in the engine's order (sampled token first).
 StepLogprobs = dict[int, float]
@@ -105,13 +102,14 @@ def beam_score(
 
 
 def check_beam_width(beam_width: int, max_logprobs: int, vocab_size: int) -> None:
-    """vLLM's limits, with its messages: ``n`` (the beam width) in ``[1, VLLM_MAX_N_SEQUENCES]``, and the
+    """vLLM's limits, with its messages: ``n`` (the beam width) in ``[1, $VLLM_MAX_N_SEQUENCES]``, and the
     ``2 * n`` logprobs each step asks for within ``--max-logprobs`` (``-1``: the vocabulary size)."""
     if beam_width < 1:
         raise ParamError(f"beam_width must be at least 1, got {beam_width}.", "n")
-    if beam_width > MAX_BEAM_WIDTH:
+    limit = max_n_sequences()
+    if beam_width > limit:
         raise ParamError(
-            f"beam_width must be at most {MAX_BEAM_WIDTH}, got {beam_width}. To increase this limit, set "
+            f"beam_width must be at most {limit}, got {beam_width}. To increase this limit, set "
             "the VLLM_MAX_N_SEQUENCES environment variable.",
             "n",
         )
@@ -148,21 +146,18 @@ class _StepFields:
     allowed_token_ids: list[int] | None = None
 
 
-def step_params(params: BeamParams, *, limits: ModelLimits, max_logprobs: int = 20) -> wire.SamplingParams:
+def step_params(params: BeamParams, *, limits: ModelLimits) -> wire.SamplingParams:
     """The engine params of every step request (validated by :func:`build_params`; the generation
-    config's defaults other than the temperature do not apply, as in vLLM). Raises :class:`ParamError`."""
-    check_beam_width(params.beam_width, max_logprobs, limits.vocab_size)
+    config's defaults other than the temperature do not apply, as in vLLM). Checks the width against
+    ``limits.max_logprobs`` first. Raises :class:`ParamError`."""
+    check_beam_width(params.beam_width, limits.max_logprobs, limits.vocab_size)
     defaults = {k: v for k, v in limits.defaults.items() if k == "temperature"}
-    fields = _StepFields(temperature=params.temperature)
-    kwargs: dict[str, Any] = {}
-    if "max_logprobs" in build_params.__kwdefaults__:  # the n>1 work adds this knob to build_params
-        kwargs["max_logprobs"] = max_logprobs
     engine_params, _ = build_params(
-        fields,
+        _StepFields(temperature=params.temperature),
         limits=attrs.evolve(limits, defaults=defaults),
         max_tokens=1,
         logprobs=2 * params.beam_width,
-        **kwargs,
+        n=1,
     )
     return engine_params
 
@@ -368,7 +363,6 @@ async def run_beam_search(
     *,
     limits: ModelLimits,
     request_id: str,
-    max_logprobs: int = 20,
     lora_request: wire.LoRARequest | None = None,
     priority: int = 0,
     cache_salt: str | None = None,
@@ -379,7 +373,7 @@ async def run_beam_search(
         tokenizer,
         prompt_ids,
         params,
-        step_params(params, limits=limits, max_logprobs=max_logprobs),
+        step_params(params, limits=limits),
         request_id=request_id,
         lora_request=lora_request,
         priority=priority,
