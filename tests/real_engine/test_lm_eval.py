@@ -69,7 +69,10 @@ def test_every_choice_was_scored(results: dict[str, dict]) -> None:
         assert got == expected, side
         # A continuation's loglikelihood is a sum of log-probabilities: negative, never the 0.0 of an
         # empty token_logprobs slice (what lm-eval computes from an answer without prompt logprobs).
-        assert all(r["loglikelihood"] < 0 for r in results[side]["requests"]), side
+        unscored = [
+            (r["doc_id"], r["choice"]) for r in results[side]["requests"] if not r["loglikelihood"] < 0
+        ]
+        assert not unscored, f"{side}: {len(unscored)}/{len(got)} continuations scored 0.0: {unscored}"
 
 
 def test_loglikelihoods_equal_vllm(results: dict[str, dict]) -> None:
