@@ -151,7 +151,7 @@ async def test_generate_tokens_non_streamed(scale_server: Server) -> None:
         "token_ids": expected_tokens(prompt, 6),
         "routed_experts": None,
         "sampling_mask": None,
-        "weight_versions": None,
+        "weight_versions": [{"version": "default", "start": 0, "end": 6}],
         "logprobs": None,
     }
     # The engine request carries the external id vLLM would use, and SamplingParams' own defaults.
@@ -616,4 +616,28 @@ async def test_client_disconnect_aborts_the_engine_request() -> None:
                         break
         await server.settle()
         assert server.aborts() == server.adds() and len(server.adds()) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_weight_version_spans_follow_the_engine() -> None:
+    """The engine labels each step with its weight version; a change mid-request splits the span (vLLM's
+    ``weight_versions``, on the last stream chunk only)."""
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, frontend={"enable_scale_out": True}, step_ms=20)
+        body = {"token_ids": [1, 2, 3], "sampling_params": {"max_tokens": 12}, "stream": True}
+        events: list[dict] = []
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            async with client.stream("POST", "/inference/v1/generate", json=body) as response:
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    events.append(orjson.loads(line[6:]))
+                    if len(events) == 3:
+                        server.mock.core.weight_version = "v2"
+        seen = sum(len(e["choices"][0]["token_ids"]) for e in events[:3])
+        assert all(e["choices"][0]["weight_versions"] is None for e in events[:-1])
+        spans = events[-1]["choices"][0]["weight_versions"]
+        assert spans[0] == {"version": "default", "start": 0, "end": spans[1]["start"]}
+        assert spans[1]["version"] == "v2" and spans[1]["end"] == 12
+        assert seen <= spans[1]["start"] <= seen + 2  # steps in flight may still carry the old label
         nursery.cancel_scope.cancel()

@@ -177,3 +177,55 @@ def test_generate_refusals_and_abort(pair: tuple[str, str]) -> None:
         pair, "/inference/v1/generate", {"token_ids": [1, 2, 3], "sampling_params": {"max_tokens": 2}}
     )
     assert ours.status_code == 200 and len(ours.json()["choices"][0]["token_ids"]) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"token_ids": [1, 2, 3, 4], "sampling_params": {"n": 2, "seed": 5, "max_tokens": 6}},
+        {
+            "token_ids": [1, 2, 3, 4],
+            "sampling_params": {"temperature": 0, "max_tokens": 30, "stop": ["owner"]},
+            "output_mode": "text",
+        },
+        {
+            "token_ids": [1, 2, 3, 4],
+            "sampling_params": {"temperature": 0, "max_tokens": 3, "prompt_logprobs": 1},
+        },
+        {
+            "token_ids": [1, 2, 3, 4],
+            "sampling_params": {"temperature": 0, "max_tokens": 3, "detokenize": False},
+        },
+    ],
+)
+def test_generate_equals_vllms(pair: tuple[str, str], body: dict) -> None:
+    ours, theirs = both(pair, "/inference/v1/generate", body, {"X-Request-Id": "same"})
+    assert ours.status_code == theirs.status_code == 200, (ours.text, theirs.text)
+    assert comparable(ours.json()) == comparable(theirs.json())
+
+
+def test_abort_requests_ends_the_stream_as_vllms_does(pair: tuple[str, str]) -> None:
+    body = {
+        "token_ids": [1, 2, 3],
+        "sampling_params": {"max_tokens": 1500, "ignore_eos": True},
+        "stream": True,
+    }
+    last = []
+    for root in pair:
+        with httpx.Client(timeout=60) as client:
+            with client.stream(
+                "POST", root + "/inference/v1/generate", json={**body, "request_id": "ab"}
+            ) as resp:
+                lines = resp.iter_lines()
+                next(line for line in lines if line.startswith("data: "))
+                r = client.post(
+                    root + "/inference/v1/abort_requests", json={"request_ids": ["generate-tokens-ab"]}
+                )
+                assert r.status_code == 200 and r.content == b""
+                events = [line[6:] for line in lines if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        final = orjson.loads(events[-2])
+        spans = final["choices"][0].pop("weight_versions")
+        assert [s["version"] for s in spans] == ["default"] and spans[0]["start"] == 0
+        last.append(final)
+    assert last[0] == last[1]  # {"finish_reason": "abort", "token_ids": [], ...} on both

@@ -520,6 +520,16 @@ def text_logprobs(
     return {"content": content}
 
 
+def weight_versions(gen: Generation, num_tokens: int) -> list[dict[str, Any]] | None:
+    """vLLM's ``_weight_version_spans``: contiguous ``{"version", "start", "end"}`` spans over the output
+    token indexes, from the engine's per-step weight version; ``None`` if tokens came without one."""
+    starts = gen.stream.weight_version_starts if gen.stream is not None else []
+    if not starts and num_tokens:
+        return None
+    ends = [start for _, start in starts[1:]] + [num_tokens]
+    return [{"version": v, "start": s, "end": e} for (v, s), e in zip(starts, ends, strict=True)]
+
+
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
@@ -582,7 +592,7 @@ async def _complete(state: ServerState, prep: Prepared, run: _Run, send: Send) -
             "token_ids": token_ids,
             "routed_experts": None,
             "sampling_mask": None,
-            "weight_versions": None,
+            "weight_versions": weight_versions(gen, len(token_ids)),
         }
         logprobs = None
         if num is not None:
@@ -632,6 +642,7 @@ async def _stream(state: ServerState, prep: Prepared, run: _Run, send: Send) -> 
     prompt_len = len(prep.prompt_ids)
 
     async def emit(index: int, chunk: Chunk) -> None:
+        gen = prep.generations[index]
         generated[index] += len(chunk.token_ids)
         if chunk.finish_reason is not None:
             finished[index] = True
@@ -652,7 +663,8 @@ async def _stream(state: ServerState, prep: Prepared, run: _Run, send: Send) -> 
             "token_ids": chunk.token_ids,
             "routed_experts": None,
             "sampling_mask": None,
-            "weight_versions": None,
+            # On the last chunk only, covering the whole output (vLLM's).
+            "weight_versions": weight_versions(gen, generated[index]) if chunk.finish_reason else None,
         }
         if prep.text_mode:
             choice["text"] = chunk.text
