@@ -182,6 +182,10 @@ class RequestStream:
         self._waiter: trio.lowlevel.Task | None = None
         self._interval = stream_interval
         self._handed_out = False  # a delta went to the consumer (the first one is never held back)
+        #: ``(weight version, index of the first output token made with it)``, one entry per change (vLLM's
+        #: ``RequestState.weight_version_starts``; the generate API reports the spans).
+        self.weight_version_starts: list[tuple[str, int]] = []
+        self._output_tokens = 0
 
     # called by the client's reader --------------------------------------------------------------
 
@@ -195,6 +199,13 @@ class RequestStream:
         else:
             pending.merge(delta)
         return self._waiter is not None and self._ready(pending)
+
+    def _track_weight_version(self, version: str | None, new_tokens: int) -> None:
+        if new_tokens and version is not None:
+            starts = self.weight_version_starts
+            if not starts or starts[-1][0] != version:
+                starts.append((version, self._output_tokens))
+        self._output_tokens += new_tokens
 
     def _abort_wait(self, _: Any) -> trio.lowlevel.Abort:
         self._waiter = None  # cancelled while waiting: nothing was taken
@@ -617,6 +628,7 @@ class EngineClient:
                 if out.new_prompt_logprobs_tensors is None
                 else wire.decode_prompt_logprobs(out.new_prompt_logprobs_tensors, aux),
             )
+            stream._track_weight_version(outputs.weight_version, len(out.new_token_ids))
             if finish is not None:
                 del streams[out.request_id]
                 self.stats["finished"] += 1
