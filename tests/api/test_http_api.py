@@ -141,7 +141,7 @@ async def test_logprobs_shapes(server: Server) -> None:
         ({"prompt": "x", "stop": ["a", ""]}, 400, "stop"),
         ({"prompt": "x", "stop_token_ids": [99999]}, 400, "stop_token_ids"),
         ({"prompt": "x", "logit_bias": {"99999": 1}}, 400, "logit_bias"),
-        ({"prompt": "x", "n": 2}, 400, "n"),
+        ({"prompt": "x", "n": 2, "temperature": 0}, 400, "n"),
         ({"prompt": "x", "model": "other"}, 404, "model"),
         ({"prompt": []}, 400, "prompt"),
         ({"prompt": [1, 99999]}, 400, "prompt"),

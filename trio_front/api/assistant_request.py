@@ -7,7 +7,7 @@ from __future__ import annotations
 from trio_front.assistant.setup import AssistantSetup
 from trio_front.engine import wire
 from trio_front.serving.generation import Generation
-from trio_front.serving.params import ModelLimits, SamplingLike, build_params
+from trio_front.serving.params import ModelLimits, ParamError, SamplingLike, build_params
 from trio_front.text.detokenizer import TextParams
 from trio_front.text.tokenizer import Tokenizer
 
@@ -24,16 +24,27 @@ def assistant_params(
     logprobs: int | None = None,
     prompt_logprobs: int | None = None,
     tokenizer: Tokenizer | None = None,
+    logprobs_param: str = "logprobs",
+    chat: bool = False,
 ) -> tuple[wire.SamplingParams, TextParams]:
     """:func:`build_params` with the setup's structured-output constraint and, when a format's markers
-    are special tokens, ``skip_special_tokens=False``. Raises :class:`ParamError`."""
+    are special tokens, ``skip_special_tokens=False``. Raises :class:`ParamError`.
+
+    ``n`` and ``echo`` are chat completions' (*chat*); Responses and Realtime take the shared sampling
+    fields too, but one answer and no echo, so they refuse them rather than ignore them."""
+    if not chat:
+        if fields.n != 1:
+            raise ParamError("n is not supported by this API (one answer per response)", "n")
+        if getattr(fields, "echo", False):
+            raise ParamError("echo is not supported by this API", "echo")
     return build_params(
         fields,
         limits=limits,
         max_tokens=max_tokens,
         logprobs=logprobs,
-        **({} if prompt_logprobs is None else {"prompt_logprobs": prompt_logprobs}),
-        **({} if tokenizer is None else {"tokenizer": tokenizer}),
+        prompt_logprobs=prompt_logprobs,
+        tokenizer=tokenizer,
+        logprobs_param=logprobs_param,
         stream=stream,
         structured_outputs=setup.constraint,
         skip_special_tokens=False if setup.needs_special_tokens else None,

@@ -8,6 +8,7 @@ equals the non-streamed one, by construction: both come from the same events.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from trio_front.assistant import (
@@ -21,28 +22,44 @@ from trio_front.assistant import (
     plan_tools,
 )
 from trio_front.assistant.setup import AssistantSetup
+from trio_front.engine import wire
 from trio_front.engine.client import EngineError
 from trio_front.serving import structured
 from trio_front.serving.generation import Chunk, Generation, GenerationError
-from trio_front.serving.params import ParamError, check_prompt
+from trio_front.serving.params import (
+    ParamError,
+    check_prompt,
+    child_params,
+    refuse_unsupported,
+    truncate_prompt,
+)
 from trio_front.text.chat_template import ChatTemplateError
+from trio_front.text.detokenizer import TextParams
 
+from . import beam
 from .assistant_request import assistant_generation, assistant_params
 from .errors import APIError
 from .http import Headers, Send, SSEWriter, chunk_encoder, send_json
-from .logprobs import chat_logprobs
+from .logprobs import chat_logprobs, prompt_logprobs_field
 from .models import ChatCompletionRequest, parse_json, structure
-from .state import ServerState, engine_failure, include_usage, new_id, param_error
+from .state import ServerState, base_request_id, engine_failure, include_usage, param_error
 from .streaming import drive
 
-MAX_TOP_LOGPROBS = 20
+log = logging.getLogger("trio_front.api")
 
 
 async def prepare(
-    state: ServerState, req: ChatCompletionRequest, *, stream: bool
+    state: ServerState, req: ChatCompletionRequest, *, stream: bool, headers: Headers = ()
 ) -> tuple[Generation, str, AssistantSetup]:
-    """Validate, render and tokenize a chat request; return its (unstarted) generation, request id and
-    assistant setup."""
+    """Validate, render and tokenize a chat request; return its (unstarted) generation (choice 0's, with
+    ``n > 1`` see :func:`_generations`), request id and assistant setup. Nothing reaches the engine."""
+    lora = state.resolve_lora(req.model)
+    try:
+        refuse_unsupported(req)
+    except ParamError as exc:
+        raise param_error(exc) from None
+    if req.stream_options and not req.stream:
+        raise APIError(400, "Stream options can only be defined when `stream=True`.", param="stream_options")
     if not isinstance(req.messages, list) or not req.messages:
         raise APIError(400, "messages must be a non-empty list", param="messages")
     try:
@@ -61,12 +78,16 @@ async def prepare(
         )
     except ParamError as exc:
         raise param_error(exc) from None
-    if req.prompt_logprobs is not None:
-        raise APIError(400, "prompt_logprobs is not supported yet", param="prompt_logprobs")
-    if req.bad_words:
-        raise APIError(400, "bad_words is not supported yet", param="bad_words")
-    if req.top_logprobs is not None and not 0 <= req.top_logprobs <= MAX_TOP_LOGPROBS:
-        raise APIError(400, f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs")
+    if (
+        req.prompt_logprobs is not None
+        and req.stream
+        and (req.prompt_logprobs > 0 or req.prompt_logprobs == -1)
+    ):
+        raise APIError(
+            400, "`prompt_logprobs` are not available when `stream=True`.", param="prompt_logprobs"
+        )
+    if req.top_logprobs is not None and req.top_logprobs < 0 and req.top_logprobs != -1:
+        raise APIError(400, "`top_logprobs` must be a positive value or -1.", param="top_logprobs")
     if req.add_generation_prompt and req.continue_final_message:
         raise APIError(400, "Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
     state.check_engine()
@@ -88,13 +109,28 @@ async def prepare(
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     try:
         limits = state.limits
-        max_tokens = check_prompt(len(ids), limits, max_tokens)
-        params, text_params = assistant_params(
-            setup, req, limits=limits, max_tokens=max_tokens, logprobs=logprobs, stream=stream
+        ids = truncate_prompt(
+            ids, req.truncate_prompt_tokens, req.truncation_side, limits.max_model_len, max_tokens=max_tokens
         )
+        max_tokens = check_prompt(len(ids), limits, max_tokens)
+        if req.use_beam_search:  # validated and driven by api/beam.py
+            params, text_params = wire.SamplingParams(max_tokens=max_tokens), TextParams()
+        else:
+            params, text_params = assistant_params(
+                setup,
+                req,
+                limits=limits,
+                max_tokens=max_tokens,
+                logprobs=logprobs,
+                prompt_logprobs=req.prompt_logprobs,
+                stream=stream,
+                tokenizer=state.tokenizer,
+                logprobs_param="top_logprobs",
+                chat=True,
+            )
     except ParamError as exc:
         raise param_error(exc) from None
-    request_id = new_id("chatcmpl")
+    request_id = f"chatcmpl-{base_request_id(req.request_id, headers)}"
     generation = assistant_generation(
         state,
         setup,
@@ -104,8 +140,39 @@ async def prepare(
         id_prefix=request_id,
         priority=req.priority,
         cache_salt=req.cache_salt,
+        lora_request=lora,
     )
     return generation, request_id, setup
+
+
+def _generations(
+    state: ServerState, req: ChatCompletionRequest, first: Generation, request_id: str, setup: AssistantSetup
+) -> tuple[list[Generation], list[AssistantSetup]]:
+    """``n`` choices as vLLM's parallel sampling: children ``{i}_{parent id}`` of one prompt, child *i*
+    seeded ``seed + i``, each with its own assistant state (reasoning parser)."""
+    if req.n == 1:
+        return [first], [setup]
+    parent = state.engine.new_request_id(request_id)
+    generations, setups = [], []
+    for i in range(req.n):
+        child_setup = setup if i == 0 else setup.fork(state.tokenizer)
+        generations.append(
+            assistant_generation(
+                state,
+                child_setup,
+                first.prompt_ids,
+                child_params(first.params, i),
+                first.text_params,
+                id_prefix=request_id,
+                request_id=f"{i}_{parent}",
+                external_id=request_id,
+                priority=req.priority,
+                cache_salt=req.cache_salt,
+                lora_request=first.lora_request,
+            )
+        )
+        setups.append(child_setup)
+    return generations, setups
 
 
 def _echo_prefix(req: ChatCompletionRequest) -> str:
@@ -117,14 +184,27 @@ def _echo_prefix(req: ChatCompletionRequest) -> str:
 
 async def handle(state: ServerState, body: bytes, send: Send, headers: Headers = ()) -> None:
     req = structure(parse_json(body), ChatCompletionRequest)
-    state.check_model(req.model)
     usage_wanted = include_usage(req.stream_options)
-    generation, request_id, setup = await prepare(state, req, stream=req.stream)
+    generation, request_id, setup = await prepare(state, req, stream=req.stream, headers=headers)
     model = req.model or state.served_model_name
+    log.debug("chat %s: %d prompt tokens, n=%d", request_id, len(generation.prompt_ids), req.n)
+    if req.use_beam_search:
+        await beam.chat(
+            state,
+            req,
+            generation.prompt_ids,
+            setup,
+            request_id=request_id,
+            model=model,
+            lora_request=generation.lora_request,
+            send=send,
+        )
+        return
+    generations, setups = _generations(state, req, generation, request_id, setup)
     if req.stream:
-        await _stream(state, req, generation, request_id, model, usage_wanted, setup, send)
+        await _stream(state, req, generations, request_id, model, usage_wanted, setups, send)
     else:
-        await _complete(state, req, generation, request_id, model, setup, send)
+        await _complete(state, req, generations, request_id, model, setups, send)
 
 
 def _tool_call(call: ToolCallDone) -> dict[str, Any]:
@@ -177,125 +257,166 @@ def _delta(events: list[AssistantEvent]) -> dict[str, Any]:
 async def _complete(
     state: ServerState,
     req: ChatCompletionRequest,
-    gen: Generation,
+    generations: list[Generation],
     request_id: str,
     model: str,
-    setup: AssistantSetup,
+    setups: list[AssistantSetup],
     send: Send,
 ) -> None:
-    chunks: list[Chunk] = []
-    out = setup.output()
+    chunks: list[list[Chunk]] = [[] for _ in generations]
+    outs = [setup.output() for setup in setups]
 
-    async def on_chunk(_index: int, _gen: Generation, chunk: Chunk) -> None:
-        chunks.append(chunk)
-        out.push(chunk.text, chunk.token_ids)
+    async def on_chunk(index: int, _gen: Generation, chunk: Chunk) -> None:
+        chunks[index].append(chunk)
+        outs[index].push(chunk.text, chunk.token_ids)
 
     try:
-        await drive([gen], on_chunk)
+        await drive(generations, on_chunk)
     except GenerationError:
-        raise engine_failure(setup.constraint) from None
-    out.finish()
-    gen.usage.reasoning_tokens = out.reasoning_tokens()
-    logprobs = chat_logprobs(state.tokenizer, chunks, req.top_logprobs or 0) if req.logprobs else None
-    result = out.result
-    message = {
-        "role": "assistant",
-        "content": _message_content(setup, out, _echo_prefix(req)),
-        "refusal": None,
-        "annotations": None,
-        "audio": None,
-        "function_call": None,
-        "tool_calls": [_tool_call(c) for c in result.tool_calls],
-        "reasoning": result.reasoning,
+        raise engine_failure(setups[0].constraint) from None
+    as_ids = bool(req.return_tokens_as_token_ids)
+    choices = []
+    for index, (gen, setup, out) in enumerate(zip(generations, setups, outs, strict=True)):
+        out.finish()
+        gen.usage.reasoning_tokens = out.reasoning_tokens()
+        logprobs = None
+        if req.logprobs:
+            logprobs = chat_logprobs(
+                state.tokenizer, chunks[index], req.top_logprobs or 0, return_as_ids=as_ids
+            )
+        result = out.result
+        message = {
+            "role": "assistant",
+            "content": _message_content(setup, out, _echo_prefix(req)),
+            "refusal": None,
+            "annotations": None,
+            "audio": None,
+            "function_call": None,
+            "tool_calls": [_tool_call(c) for c in result.tool_calls],
+            "reasoning": result.reasoning,
+        }
+        choice: dict[str, Any] = {
+            "index": index,
+            "message": message,
+            "logprobs": logprobs,
+            "finish_reason": _finish_reason(setup, gen, out),
+            "stop_reason": gen.stop_reason,
+        }
+        if req.return_token_ids:
+            choice["token_ids"] = [t for c in chunks[index] for t in c.token_ids]
+        choices.append(choice)
+    first = generations[0]
+    response: dict[str, Any] = {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": first.created,
+        "model": model,
+        "choices": choices,
+        "service_tier": None,
+        "system_fingerprint": None,
+        "usage": _usage(generations),
+        "prompt_logprobs": prompt_logprobs_field(state.tokenizer, first.prompt_ids, first.prompt_logprobs)
+        if first.params.prompt_logprobs is not None
+        else None,
+        "kv_transfer_params": None,
     }
-    choice = {
-        "index": 0,
-        "message": message,
-        "logprobs": logprobs,
-        "finish_reason": _finish_reason(setup, gen, out),
-        "stop_reason": gen.stop_reason,
-    }
-    await send_json(
-        send,
-        200,
-        {
-            "id": request_id,
-            "object": "chat.completion",
-            "created": gen.created,
-            "model": model,
-            "choices": [choice],
-            "service_tier": None,
-            "system_fingerprint": None,
-            "usage": gen.usage.as_dict(),
-            "prompt_logprobs": None,
-            "kv_transfer_params": None,
-        },
-    )
+    if req.return_token_ids:
+        response["prompt_token_ids"] = first.prompt_ids
+    await send_json(send, 200, response)
+
+
+def _usage(generations: list[Generation]) -> dict[str, Any]:
+    """One prompt, counted once; every choice's tokens (vLLM's usage for ``n > 1``)."""
+    if len(generations) == 1:
+        return generations[0].usage.as_dict()
+    usage = generations[0].usage.as_dict()
+    completion = sum(g.usage.completion_tokens for g in generations)
+    usage["completion_tokens"] = completion
+    usage["total_tokens"] = usage["prompt_tokens"] + completion
+    reasoning = [g.usage.reasoning_tokens for g in generations]
+    if all(r is not None for r in reasoning):
+        usage["completion_tokens_details"] = {"reasoning_tokens": sum(r for r in reasoning if r is not None)}
+    return usage
 
 
 async def _stream(
     state: ServerState,
     req: ChatCompletionRequest,
-    gen: Generation,
+    generations: list[Generation],
     request_id: str,
     model: str,
     usage_wanted: bool,
-    setup: AssistantSetup,
+    setups: list[AssistantSetup],
     send: Send,
 ) -> None:
     sse = SSEWriter(send, send_timeout=state.send_timeout)
-    out = setup.output()
+    outs = [setup.output() for setup in setups]
+    first = generations[0]
     head: dict[str, Any] = {
         "id": request_id,
         "object": "chat.completion.chunk",
-        "created": gen.created,
+        "created": first.created,
         "model": model,
     }
-    await sse.event(
-        {
+    for index in range(len(generations)):  # vLLM sends the role once per choice, first of all
+        event: dict[str, Any] = {
             **head,
             "choices": [
                 {
-                    "index": 0,
+                    "index": index,
                     "delta": {"role": "assistant", "content": ""},
                     "logprobs": None,
                     "finish_reason": None,
                 }
             ],
         }
-    )
-    prefix = [_echo_prefix(req)]
+        if req.return_token_ids and index == 0:
+            event["prompt_token_ids"] = first.prompt_ids
+        await sse.event(event)
+    prefix = [_echo_prefix(req)] * len(generations)
     encode = chunk_encoder(head)
+    as_ids = bool(req.return_tokens_as_token_ids)
+    single = len(generations) == 1
+    contexts: list[list[int]] = [[] for _ in generations]  # per choice, for the token strings
 
-    async def on_chunk(_index: int, _gen: Generation, chunk: Chunk) -> None:
+    async def on_chunk(index: int, gen: Generation, chunk: Chunk) -> None:
         text = chunk.text
-        if prefix[0]:
-            text, prefix[0] = prefix[0] + text, ""
+        if prefix[index]:
+            text, prefix[index] = prefix[index] + text, ""
         final = chunk.finish_reason is not None
+        out = outs[index]
         events = out.push(text, chunk.token_ids)
         if final:
             events += out.finish()
-        if not events and not final and not (req.logprobs and chunk.token_ids):
+        wants_tokens = (req.logprobs or req.return_token_ids) and chunk.token_ids
+        if not events and not final and not wants_tokens:
             return  # text held back by a parser (a marker may be starting), nothing to say yet
-        logprobs = chat_logprobs(state.tokenizer, [chunk], req.top_logprobs or 0) if req.logprobs else None
+        logprobs = None
+        if req.logprobs:
+            logprobs = chat_logprobs(
+                state.tokenizer, [chunk], req.top_logprobs or 0, return_as_ids=as_ids, context=contexts[index]
+            )
         choice: dict[str, Any] = {
-            "index": 0,
+            "index": index,
             "delta": _delta(events) if events or not final else {},
             "logprobs": logprobs,
-            "finish_reason": _finish_reason(setup, gen, out) if final else None,
+            "finish_reason": _finish_reason(setups[index], gen, out) if final else None,
         }
         if final:
             choice["stop_reason"] = chunk.stop_reason
-        # The last chunk is held to leave with the usage event and [DONE] (one write).
-        await sse.event(encode(choice), hold=final)
+        if req.return_token_ids:
+            choice["token_ids"] = list(chunk.token_ids)
+        # A single choice's last chunk is held to leave with the usage event and [DONE] (one write).
+        await sse.event(encode(choice), hold=final and single)
 
     try:
-        await drive([gen], on_chunk, keep_alive=state.keep_alive_interval, on_idle=sse.keep_alive)
+        await drive(generations, on_chunk, keep_alive=state.keep_alive_interval, on_idle=sse.keep_alive)
     except GenerationError:
-        await sse.event(engine_failure(setup.constraint).body())
+        await sse.event(engine_failure(setups[0].constraint).body())
     except EngineError as exc:
         await sse.event(APIError(503, str(exc)).body())
-    gen.usage.reasoning_tokens = out.reasoning_tokens()
+    for gen, out in zip(generations, outs, strict=True):
+        gen.usage.reasoning_tokens = out.reasoning_tokens()
     if usage_wanted:
-        await sse.event({**head, "choices": [], "usage": gen.usage.as_dict()}, hold=True)
+        await sse.event({**head, "choices": [], "usage": _usage(generations)}, hold=True)
     await sse.done()

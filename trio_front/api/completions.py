@@ -1,27 +1,47 @@
-"""``POST /v1/completions``: prompt as text, token ids, or a list of either; streaming or not.
+"""``POST /v1/completions``: prompt as text, token ids, or a list of either; ``n`` choices per prompt;
+``echo`` with prompt logprobs (what lm-eval-harness's loglikelihood sends); streaming or not.
 
 Everything runs inside the request's cancel scope (see ``disconnect.py``): tokenization, the engine
-request and the response. Validation is complete before the engine sees anything.
+requests and the response. Validation is complete before the engine sees anything (:func:`prepare`).
+
+Engine requests as vLLM builds them: prompt *p* is parent ``{request id}-{p}-{unique}``; with ``n > 1`` its
+children are ``{i}_{parent}``, child *i* seeded ``seed + i``, all sharing the prompt. Choice ``p * n + i``
+is prompt *p*'s child *i*. Leaving early (disconnect, error, shutdown) aborts every live child in one
+ABORT (``streaming.drive``); a stop string ends only the child it matched in.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Annotated, Any
 
+import attrs
 import msgspec
 
+from trio_front.engine import wire
 from trio_front.engine.client import EngineError
 from trio_front.serving import structured
 from trio_front.serving.generation import Chunk, Generation, GenerationError
-from trio_front.serving.params import ParamError, build_params, check_prompt
+from trio_front.serving.params import (
+    ParamError,
+    build_params,
+    check_prompt,
+    child_params,
+    refuse_unsupported,
+    truncate_prompt,
+)
+from trio_front.text.detokenizer import TextParams
 
+from . import beam
 from .errors import APIError
 from .http import Headers, Send, SSEWriter, chunk_encoder, send_json
-from .logprobs import completion_logprobs
+from .logprobs import completion_logprobs, echo_completion_logprobs, end_offset, prompt_logprobs_field
 from .models import CompletionRequest, parse_json, structure
-from .state import ServerState, engine_failure, include_usage, new_id, param_error
+from .state import ServerState, base_request_id, engine_failure, include_usage, param_error
 from .streaming import drive
+
+log = logging.getLogger("trio_front.api")
 
 _SHAPE_ERROR = (
     "prompt must be a string, a list of strings, a list of token ids, or a list of token-id lists (non-empty)"
@@ -58,18 +78,45 @@ def _prompts(prompt: Any, vocab_size: int) -> list[str | list[int]]:
     raise APIError(400, _SHAPE_ERROR, param="prompt")
 
 
-async def handle(state: ServerState, body: bytes, send: Send, headers: Headers = ()) -> None:
-    req = structure(parse_json(body), CompletionRequest)
-    state.check_model(req.model)
+@attrs.define
+class PreparedPrompt:
+    """One prompt of a completions request, validated: what its engine requests get."""
+
+    prompt_ids: list[int]
+    #: The prompt as text (decoded from token ids when needed): what ``echo`` returns.
+    prompt_text: str
+    params: wire.SamplingParams
+    text_params: TextParams
+
+
+@attrs.define
+class Prepared:
+    request_id: str
+    model: str
+    prompts: list[PreparedPrompt]
+    lora_request: wire.LoRARequest | None = None
+
+
+def _echo_without_generation(req: CompletionRequest) -> bool:
+    """vLLM's ``echo`` with ``max_tokens: 0``: the engine runs one step (for the prompt logprobs), and the
+    token it samples is not shown."""
+    return req.echo and req.max_tokens == 0
+
+
+async def prepare(state: ServerState, req: CompletionRequest, headers: Headers = ()) -> Prepared:
+    """Validate and tokenize a completions request; nothing is sent to the engine. Raises
+    :class:`APIError`. Also used by ``/v1/completions/render``."""
+    lora = state.resolve_lora(req.model)
+    try:
+        refuse_unsupported(req)
+    except ParamError as exc:
+        raise param_error(exc) from None
     if req.suffix is not None:
         raise APIError(400, "suffix is not supported", param="suffix")
     if req.best_of not in (None, 1):
         raise APIError(400, "best_of is not supported", param="best_of")
-    if req.prompt_logprobs is not None:
-        raise APIError(400, "prompt_logprobs is not supported yet", param="prompt_logprobs")
-    if req.bad_words:
-        raise APIError(400, "bad_words is not supported yet", param="bad_words")
-    usage_wanted = include_usage(req.stream_options)
+    if req.stream_options and not req.stream:
+        raise APIError(400, "Stream options can only be defined when `stream=True`.", param="stream_options")
     try:
         constraint = structured.from_request(
             req.response_format, req.structured_outputs, config=state.structured
@@ -80,58 +127,107 @@ async def handle(state: ServerState, body: bytes, send: Send, headers: Headers =
     limits = state.limits  # known once the engine registered
     prompts = _prompts(req.prompt, limits.vocab_size)
     tok = state.tokenizer
-
-    request_id = new_id("cmpl")
-    generations: list[Generation] = []
-    prompt_texts: list[str] = []
+    # vLLM: echo asks the engine for the prompt's logprobs unless prompt_logprobs says otherwise.
+    prompt_logprobs = req.prompt_logprobs
+    if prompt_logprobs is None and req.echo:
+        prompt_logprobs = req.logprobs
+    prepared: list[PreparedPrompt] = []
     for prompt in prompts:
         if isinstance(prompt, str):
             ids = await tok.encode_async(prompt, add_special_tokens=req.add_special_tokens)
-            text = prompt
         else:
-            ids, text = prompt, ""
+            ids = prompt
         try:
-            max_tokens = check_prompt(len(ids), limits, req.max_tokens)
-            params, text_params = build_params(
-                req,
-                limits=limits,
-                max_tokens=max_tokens,
-                logprobs=req.logprobs,
-                stream=req.stream,
-                structured_outputs=constraint,
+            ids = truncate_prompt(
+                ids,
+                req.truncate_prompt_tokens,
+                req.truncation_side,
+                limits.max_model_len,
+                max_tokens=req.max_tokens,
             )
+            if req.use_beam_search:
+                max_tokens = check_prompt(len(ids), limits, req.max_tokens)
+                params, text_params = wire.SamplingParams(max_tokens=max_tokens), TextParams()
+            else:
+                max_tokens = check_prompt(
+                    len(ids), limits, 1 if _echo_without_generation(req) else req.max_tokens
+                )
+                params, text_params = build_params(
+                    req,
+                    limits=limits,
+                    max_tokens=max_tokens,
+                    logprobs=req.logprobs,
+                    prompt_logprobs=prompt_logprobs,
+                    stream=req.stream,
+                    structured_outputs=constraint,
+                    tokenizer=tok,
+                )
         except ParamError as exc:
             raise param_error(exc) from None
-        if req.echo and not text:
+        text = prompt if isinstance(prompt, str) else ""
+        if req.echo and not text:  # token-id prompts are echoed as their text, as vLLM does
             text = tok.decode(ids, skip_special_tokens=False)
-        prompt_texts.append(text)
-        generations.append(
-            Generation(
-                state.engine,
-                tok,
-                ids,
-                params,
-                text_params,
-                id_prefix=request_id,
-                priority=req.priority,
-                cache_salt=req.cache_salt,
-            )
-        )
-
+        prepared.append(PreparedPrompt(ids, text, params, text_params))
+    request_id = f"cmpl-{base_request_id(req.request_id, headers)}"
     model = req.model or state.served_model_name
+    return Prepared(request_id, model, prepared, lora)
+
+
+async def handle(state: ServerState, body: bytes, send: Send, headers: Headers = ()) -> None:
+    req = structure(parse_json(body), CompletionRequest)
+    prepared = await prepare(state, req, headers)
+    log.debug("completion %s: %d prompt(s), n=%d", prepared.request_id, len(prepared.prompts), req.n)
+    if req.use_beam_search:
+        await beam.complete(
+            state,
+            req,
+            [(p.prompt_ids, p.prompt_text) for p in prepared.prompts],
+            request_id=prepared.request_id,
+            model=prepared.model,
+            lora_request=prepared.lora_request,
+            send=send,
+        )
+        return
+    generations = _generations(state, req, prepared)
     if req.stream:
-        await _stream(state, req, generations, prompt_texts, request_id, model, usage_wanted, send)
+        await _stream(state, req, prepared, generations, send)
     else:
-        await _complete(state, req, generations, prompt_texts, request_id, model, send)
+        await _complete(state, req, prepared, generations, send)
+
+
+def _generations(state: ServerState, req: CompletionRequest, prepared: Prepared) -> list[Generation]:
+    """Prompt *p*'s child *i* at index ``p * n + i`` (unstarted: ``drive`` enters them)."""
+    generations = []
+    for p, prompt in enumerate(prepared.prompts):
+        parent = state.engine.new_request_id(f"{prepared.request_id}-{p}")
+        for i in range(req.n):
+            generations.append(
+                Generation(
+                    state.engine,
+                    state.tokenizer,
+                    prompt.prompt_ids,
+                    child_params(prompt.params, i) if req.n > 1 else prompt.params,
+                    prompt.text_params,
+                    id_prefix=prepared.request_id,
+                    request_id=f"{i}_{parent}" if req.n > 1 else parent,
+                    external_id=prepared.request_id,
+                    lora_request=prepared.lora_request,
+                    priority=req.priority,
+                    cache_salt=req.cache_salt,
+                )
+            )
+    return generations
+
+
+def _echo_text(req: CompletionRequest, prompt: PreparedPrompt) -> str:
+    return "" if req.return_token_ids else prompt.prompt_text
 
 
 async def _complete(
     state: ServerState,
     req: CompletionRequest,
+    prepared: Prepared,
     generations: list[Generation],
-    prompt_texts: list[str],
-    request_id: str,
-    model: str,
     send: Send,
 ) -> None:
     chunks: list[list[Chunk]] = [[] for _ in generations]
@@ -143,35 +239,53 @@ async def _complete(
         await drive(generations, on_chunk)
     except GenerationError:
         raise engine_failure(generations[0].params.structured_outputs) from None
+    tok = state.tokenizer
+    as_ids = bool(req.return_tokens_as_token_ids)
+    no_generation = _echo_without_generation(req)
     choices = []
-    for i, gen in enumerate(generations):
-        text = gen.output_text
-        if req.echo:
-            text = prompt_texts[i] + text
+    for index, gen in enumerate(generations):
+        prompt = prepared.prompts[index // req.n]
+        generated = [] if no_generation else chunks[index]
+        text = "" if no_generation else gen.output_text
         logprobs = None
-        if req.logprobs is not None:
-            logprobs = completion_logprobs(state.tokenizer, chunks[i], req.logprobs, offset=0)
-        choices.append(
-            {
-                "index": i,
-                "text": text,
-                "logprobs": logprobs,
-                "finish_reason": gen.finish_reason,
-                "stop_reason": gen.stop_reason,
-                "prompt_logprobs": None,
-            }
-        )
-    usage = _total_usage(generations)
+        if req.echo:
+            text = _echo_text(req, prompt) + text
+            if req.logprobs is not None:
+                logprobs = echo_completion_logprobs(
+                    tok,
+                    prompt.prompt_ids,
+                    gen.prompt_logprobs,
+                    generated,
+                    req.logprobs,
+                    with_generated=not no_generation,
+                    return_as_ids=as_ids,
+                )
+        elif req.logprobs is not None:
+            logprobs = completion_logprobs(tok, generated, req.logprobs, offset=0, return_as_ids=as_ids)
+        choice: dict[str, Any] = {
+            "index": index,
+            "text": text,
+            "logprobs": logprobs,
+            "finish_reason": gen.finish_reason,
+            "stop_reason": gen.stop_reason,
+            "prompt_logprobs": prompt_logprobs_field(tok, prompt.prompt_ids, gen.prompt_logprobs)
+            if gen.params.prompt_logprobs is not None
+            else None,
+        }
+        if req.return_token_ids:
+            choice["prompt_token_ids"] = prompt.prompt_ids
+            choice["token_ids"] = [t for c in chunks[index] for t in c.token_ids]
+        choices.append(choice)
     await send_json(
         send,
         200,
         {
-            "id": request_id,
+            "id": prepared.request_id,
             "object": "text_completion",
             "created": generations[0].created,
-            "model": model,
+            "model": prepared.model,
             "choices": choices,
-            "usage": usage,
+            "usage": _total_usage(generations, req.n),
             "system_fingerprint": None,
             "kv_transfer_params": None,
         },
@@ -181,39 +295,80 @@ async def _complete(
 async def _stream(
     state: ServerState,
     req: CompletionRequest,
+    prepared: Prepared,
     generations: list[Generation],
-    prompt_texts: list[str],
-    request_id: str,
-    model: str,
-    usage_wanted: bool,
     send: Send,
 ) -> None:
+    usage_wanted = include_usage(req.stream_options)
     sse = SSEWriter(send, send_timeout=state.send_timeout)
     created = generations[0].created
-    head = {"id": request_id, "object": "text_completion", "created": created, "model": model}
+    head = {
+        "id": prepared.request_id,
+        "object": "text_completion",
+        "created": created,
+        "model": prepared.model,
+    }
     encode = chunk_encoder(head)
-    echoed = [not req.echo for _ in generations]
-    offsets = [0 for _ in generations]
+    tok = state.tokenizer
+    as_ids = bool(req.return_tokens_as_token_ids)
+    no_generation = _echo_without_generation(req)
+    echoed = [False] * len(generations)
+    offsets = [0] * len(generations)
+    sent_tokens = [0] * len(generations)
+    contexts: list[list[int]] = [[] for _ in generations]  # per choice, for the token strings
     single = len(generations) == 1
 
     async def on_chunk(index: int, gen: Generation, chunk: Chunk) -> None:
-        text = chunk.text
-        if not echoed[index]:
-            text = prompt_texts[index] + text
-            echoed[index] = True
-        if not text and chunk.finish_reason is None and not chunk.token_ids:
-            return
+        prompt = prepared.prompts[index // req.n]
+        text, token_ids, chunks = chunk.text, chunk.token_ids, [chunk]
+        if no_generation:  # the sampled token is not shown, only the prompt (and the finish)
+            text, token_ids, chunks = "", [], []
         logprobs = None
-        if req.logprobs is not None:
-            logprobs = completion_logprobs(state.tokenizer, [chunk], req.logprobs, offset=offsets[index])
-            offsets[index] += len(text)
-        choice = {
+        prompt_ids_out = None
+        if req.echo and not echoed[index]:
+            echoed[index] = True
+            prompt_ids_out = prompt.prompt_ids
+            text = _echo_text(req, prompt) + text
+            if req.logprobs is not None:
+                logprobs = echo_completion_logprobs(
+                    tok,
+                    prompt.prompt_ids,
+                    gen.prompt_logprobs,
+                    chunks,
+                    req.logprobs,
+                    with_generated=not no_generation,
+                    return_as_ids=as_ids,
+                    context=contexts[index],
+                )
+            token_ids = [*prompt.prompt_ids, *token_ids]
+        else:
+            if req.return_token_ids and not echoed[index]:
+                echoed[index] = True
+                prompt_ids_out = prompt.prompt_ids
+            if not text and not token_ids and chunk.finish_reason is None and not sent_tokens[index]:
+                return  # nothing to say yet (a stop string may be starting)
+            if req.logprobs is not None:
+                logprobs = completion_logprobs(
+                    tok,
+                    chunks,
+                    req.logprobs,
+                    offset=offsets[index],
+                    return_as_ids=as_ids,
+                    context=contexts[index],
+                )
+        if logprobs is not None:
+            offsets[index] = end_offset(logprobs, offsets[index])
+        sent_tokens[index] += len(chunk.token_ids)
+        choice: dict[str, Any] = {
             "index": index,
             "text": text,
             "logprobs": logprobs,
             "finish_reason": chunk.finish_reason,
             "stop_reason": chunk.stop_reason,
         }
+        if req.return_token_ids:
+            choice["prompt_token_ids"] = prompt_ids_out
+            choice["token_ids"] = list(chunk.token_ids)
         # A single prompt's last chunk is held to leave with the usage event and [DONE] (one write).
         hold = single and chunk.finish_reason is not None
         await sse.event(encode(choice), hold=hold)
@@ -226,13 +381,22 @@ async def _stream(
     except EngineError as exc:  # the engine died mid-stream: tell the client in-band, as vLLM does
         await sse.event(APIError(503, str(exc)).body())
     if usage_wanted:
-        await sse.event({**head, "choices": [], "usage": _total_usage(generations)}, hold=True)
+        await sse.event({**head, "choices": [], "usage": _total_usage(generations, req.n)}, hold=True)
     await sse.done()
 
 
-def _total_usage(generations: list[Generation]) -> dict[str, Any]:
+def _total_usage(generations: list[Generation], n: int) -> dict[str, Any]:
+    """vLLM's usage: every prompt counted once (not once per child), every child's tokens."""
     if len(generations) == 1:
         return generations[0].usage.as_dict()
-    prompt = sum(g.usage.prompt_tokens for g in generations)
+    prompt = sum(g.usage.prompt_tokens for g in generations[::n])
     completion = sum(g.usage.completion_tokens for g in generations)
-    return {"prompt_tokens": prompt, "total_tokens": prompt + completion, "completion_tokens": completion}
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "total_tokens": prompt + completion,
+        "completion_tokens": completion,
+    }
+    cached = generations[-1].usage.cached_tokens
+    if cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
