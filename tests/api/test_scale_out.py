@@ -641,3 +641,24 @@ async def test_weight_version_spans_follow_the_engine() -> None:
         assert spans[1]["version"] == "v2" and spans[1]["end"] == 12
         assert seen <= spans[1]["start"] <= seen + 2  # steps in flight may still carry the old label
         nursery.cancel_scope.cancel()
+
+
+async def test_generate_counts_toward_server_load() -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(
+            nursery, frontend={"enable_scale_out": True, "enable_server_load_tracking": True}, step_ms=20
+        )
+        body = {"token_ids": [1, 2, 3], "sampling_params": {"max_tokens": 20}, "stream": True}
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            async with client.stream("POST", "/inference/v1/generate", json=body) as response:
+                lines = response.aiter_lines()
+                async for line in lines:
+                    if line.startswith("data: "):
+                        break
+                assert (await client.get("/load")).json() == {"server_load": 1}
+                async for _ in lines:
+                    pass
+            with trio.fail_after(5):  # the handler returns just after the last byte
+                while (await client.get("/load")).json() != {"server_load": 0}:
+                    await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
