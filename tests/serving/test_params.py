@@ -305,6 +305,9 @@ def test_errors_name_the_parameter() -> None:
         ("chat", "stream_interval"): {"stream_interval": 0},
         ("completion", "stream_interval"): {"stream_interval": 4},
         ("completion", "stop"): {"stop": ["a", "b", "c", "d", "e"]},
+        ("completion", "priority"): {"priority": 2**63},
+        ("chat", "top_k"): {"top_k": 2**64},
+        ("chat", "repetition_detection"): {"repetition_detection": {"max_pattern_size": 2**64}},
     }
     for (api, param), body in expected.items():
         assert error_of(api, body).param == param, body

@@ -144,7 +144,8 @@ class SamplingParams(msgspec.Struct, omit_defaults=True, kw_only=True):
     bad_words_token_ids: list[list[int]] | None = msgspec.field(default=None, name="_bad_words_token_ids")
     skip_reading_prefix_cache: bool | None = None
     structured_outputs: StructuredOutputsParams | None = None
-    #: vLLM's ``vllm_xargs`` / ``kv_transfer_params`` land here (string keys, JSON-like values).
+    #: vLLM's ``vllm_xargs`` land here (string keys, JSON-like values; ``kv_transfer_params`` would too, but
+    #: trio-front refuses it: no KV connector).
     extra_args: dict[str, Any] | None = None
     repetition_detection: RepetitionDetectionParams | None = None
 

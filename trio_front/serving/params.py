@@ -405,7 +405,7 @@ def repetition_detection(value: Any) -> wire.RepetitionDetectionParams | None:
     sizes: dict[str, int] = {}
     for name in _REPETITION_FIELDS:
         v = value.get(name, 0)
-        if type(v) is not int:
+        if type(v) is not int or not _INT64[0] <= v <= _INT64[1]:
             raise ParamError(f"repetition_detection.{name} must be an integer", "repetition_detection")
         sizes[name] = v
     if (
@@ -523,6 +523,11 @@ def build_params(
     _range(min_p, 0.0, 1.0, "min_p")
     if req.seed is not None and not _INT64[0] <= req.seed <= _INT64[1]:
         raise ParamError("seed must be a 64-bit integer", "seed")
+    # Beyond 64 bits msgpack cannot carry these at all (vLLM bounds priority in its protocol).
+    if not _INT64[0] <= top_k <= _INT64[1]:
+        raise ParamError("top_k must be a 64-bit integer", "top_k")
+    if not _INT64[0] <= getattr(req, "priority", 0) <= _INT64[1]:
+        raise ParamError("priority must be a 64-bit integer", "priority")
     if req.min_tokens < 0:
         raise ParamError(
             f"min_tokens must be greater than or equal to 0, got {req.min_tokens}.", "min_tokens"
