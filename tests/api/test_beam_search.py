@@ -308,3 +308,26 @@ async def test_two_prompts_searching_together_are_both_cut() -> None:
         # Whatever was live of either search's step went out in one ABORT message.
         assert aborts and len({e["t"] for e in aborts}) == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_an_engine_error_in_one_prompts_search_is_a_500_and_stops_the_other(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trio_front.engine import wire
+    from trio_front.serving import beam_search
+
+    answer = beam_search._answer
+
+    async def failing(stream):  # the engine fails every step request of the second prompt
+        if stream.request.prompt_token_ids[:3] == [1, 4, 5]:
+            return wire.FinishReason.ERROR, None
+        return await answer(stream)
+
+    monkeypatch.setattr(beam_search, "_answer", failing)
+    body = {"prompt": [[1, 2, 3], [1, 4, 5]], "use_beam_search": True, "n": 2, "max_tokens": 50}
+    r = await post(server, "/v1/completions", body)
+    assert r.status_code == 500, r.text
+    assert r.json()["error"]["message"] == "the engine failed to process this request"
+    await server.settle()
+    assert len(server.adds()) < 1 + 2 * 50, "the other prompt's search was cut short"
+    assert server.app.engine.open_requests == 0 and not server.mock.live_request_ids

@@ -44,7 +44,7 @@ from trio_front.serving.generation import GenerationError, Usage
 from trio_front.serving.params import ParamError, check_prompt
 from trio_front.text.tokenizer import Tokenizer
 
-from .disconnect import on_disconnect
+from .disconnect import on_disconnect, unwrap
 from .errors import APIError
 from .http import Send, SSEWriter, chunk_encoder, send_json
 from .models import ChatCompletionRequest, CompletionRequest, VLLMFields
@@ -135,9 +135,12 @@ async def _search_all(
     async def one(i: int) -> None:
         results[i] = await runs[i].run()
 
-    async with trio.open_nursery() as nursery:
-        for i in range(len(runs)):
-            nursery.start_soon(one, i)
+    try:
+        async with trio.open_nursery() as nursery:
+            for i in range(len(runs)):
+                nursery.start_soon(one, i)
+    except BaseExceptionGroup as group:  # one search failed (the others were cancelled): its error
+        raise unwrap(group) from None
     return [r for r in results if r is not None]
 
 
