@@ -331,3 +331,46 @@ async def test_an_engine_error_in_one_prompts_search_is_a_500_and_stops_the_othe
     await server.settle()
     assert len(server.adds()) < 1 + 2 * 50, "the other prompt's search was cut short"
     assert server.app.engine.open_requests == 0 and not server.mock.live_request_ids
+
+
+async def test_a_streamed_chat_search_keeps_alive_and_reports_an_engine_error_in_band(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio_front.engine import wire
+    from trio_front.serving import beam_search
+
+    answer = beam_search._answer
+    calls = []
+
+    async def failing_late(stream):  # the third step fails
+        calls.append(1)
+        if len(calls) > 1 + 2:
+            return wire.FinishReason.ERROR, None
+        return await answer(stream)
+
+    monkeypatch.setattr(beam_search, "_answer", failing_late)
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, step_ms=30, keep_alive_interval=0.01)
+        raw = b""
+        async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
+            body = {**CHAT, "max_tokens": 5, "stream": True}
+            async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                assert response.status_code == 200
+                async for chunk in response.aiter_bytes():
+                    raw += chunk
+        assert b": keep-alive\n\n" in raw, "the long wait said something"
+        events = [line[6:] for line in raw.decode().split("\n") if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        assert [orjson.loads(e) for e in events[:-1]] == [
+            {
+                "error": {
+                    "message": "the engine failed to process this request",
+                    "type": "InternalServerError",
+                    "param": None,
+                    "code": 500,
+                }
+            }
+        ]
+        await server.settle()
+        assert server.app.engine.open_requests == 0 and not server.mock.live_request_ids
+        nursery.cancel_scope.cancel()

@@ -407,8 +407,8 @@ async def chat(
     usage = _usage([result])
     reasoning_tokens: list[int] = []
     parsed = []
-    for i, output in enumerate(result.outputs):
-        choice_setup = setup.fork(tok) if i else setup
+    for output in result.outputs:
+        choice_setup = setup.fork(tok)  # a fresh (stateful) reasoning parser per choice
         choice_setup.start(prompt_ids)
         out = choice_setup.output()
         events = out.push(output.text, output.token_ids) + out.finish()
@@ -503,14 +503,17 @@ async def _with_keep_alive(state: ServerState, sse: SSEWriter | None, work: Call
     interval = state.keep_alive_interval
     if sse is None or not interval:
         return await work()
-    async with trio.open_nursery() as nursery:
 
-        async def keep_alive() -> None:
-            while True:
-                await trio.sleep(interval)
-                await sse.keep_alive()
+    async def keep_alive() -> None:
+        while True:
+            await trio.sleep(interval)
+            await sse.keep_alive()
 
-        nursery.start_soon(keep_alive)
-        result = await work()
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_alive)
+            result = await work()
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the search's error (or the client's disconnect), unwrapped
+        raise unwrap(group) from None
     return result
