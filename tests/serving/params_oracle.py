@@ -3,7 +3,9 @@
 stdin: ``{"model": <dir>, "max_logprobs": int, "cases": [case, ...]}``; stdout (last line): a JSON list,
 one answer per case. A case ``{"op": "decode", "payload": HEX}`` decodes an ADD payload with vLLM's
 ``MsgpackDecoder(EngineCoreRequest)`` (``SamplingParams.__post_init__`` runs) and answers
-``{"params": {...}}`` as below, or ``{"error": ...}`` if the engine's input thread would die. Otherwise a
+``{"params": {...}}`` as below, or ``{"error": ...}`` if the engine's input thread would die. A case
+``{"op": "truncate", "ids", "n", "side", "max_model_len", "max_tokens"}`` runs vLLM's ``TokenizeParams``
+truncation and answers ``{"ids": [...]}`` or ``{"error": ...}``. Otherwise a
 case is ``{"api": "completion"|"chat", "body": {...}, "max_tokens": int}``; the
 answer is ``{"error": message}`` for the first error vLLM raises (protocol validators, ``to_sampling_params``,
 ``SamplingParams.verify`` against a model config stand-in with the model's vocab size, then
@@ -62,6 +64,21 @@ def main() -> None:
     config = _ModelConfig(vocab, job["max_logprobs"], 2048)
     out = []
     for case in job["cases"]:
+        if case.get("op") == "truncate":
+            from vllm.renderers import TokenizeParams
+
+            try:
+                tp = TokenizeParams(
+                    max_total_tokens=case["max_model_len"],
+                    max_output_tokens=case["max_tokens"] or 0,
+                    truncate_prompt_tokens=case["n"],
+                    truncation_side=case["side"],
+                    max_total_tokens_param="max_model_len",
+                )
+                out.append({"ids": list(tp._token_truncation(tokenizer, list(case["ids"])))})
+            except Exception as exc:
+                out.append({"error": str(exc).split(" (parameter=")[0]})
+            continue
         if case.get("op") == "decode":
             from vllm.v1.engine import EngineCoreRequest
             from vllm.v1.serial_utils import MsgpackDecoder

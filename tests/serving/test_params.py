@@ -367,14 +367,14 @@ def test_thinking_budget_minus_one_is_unset_and_interval_one_is_honoured() -> No
     ("ids", "n", "side", "max_tokens", "expected"),
     [
         ([1, 2, 3, 4, 5], None, None, 16, [1, 2, 3, 4, 5]),
-        ([1, 2, 3, 4, 5], 3, None, 16, [1, 2, 3]),
+        ([1, 2, 3, 4, 5], 3, None, 16, [3, 4, 5]),  # vLLM's default side for generation: left
         ([1, 2, 3, 4, 5], 3, "right", 16, [1, 2, 3]),
         ([1, 2, 3, 4, 5], 3, "left", 16, [3, 4, 5]),
         ([1, 2, 3, 4, 5], 5, "left", 16, [1, 2, 3, 4, 5]),
         ([1, 2, 3, 4, 5], 9, "left", 16, [1, 2, 3, 4, 5]),
         ([1, 2, 3, 4, 5], 0, "left", 16, []),
         ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], -1, "left", 16, [3, 4, 5, 6, 7, 8, 9, 10]),  # max_model_len 9 - 1
-        ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], -1, None, 16, [1, 2, 3, 4, 5, 6, 7, 8]),
+        ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], -1, "right", 16, [1, 2, 3, 4, 5, 6, 7, 8]),
         ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], -1, "left", None, [2, 3, 4, 5, 6, 7, 8, 9, 10]),  # no output asked
         ([1, 2, 3], -1, "left", 16, [1, 2, 3]),
     ],
@@ -383,8 +383,30 @@ def test_truncate_prompt(ids, n, side, max_tokens, expected) -> None:
     assert truncate_prompt(ids, n, side, 9, max_tokens=max_tokens) == expected
 
 
+TRUNCATE_CASES = [
+    {"ids": list(range(1, 11)), "n": n, "side": side, "max_model_len": 9, "max_tokens": mt}
+    for n in (None, 0, 3, 8, 9, 10, -1)
+    for side in (None, "left", "right")
+    for mt in (5, 0, None)
+]
+
+
+def test_truncate_prompt_equals_vllms() -> None:
+    """vLLM's TokenizeParams truncation (tiny-llama's tokenizer side when none is named) on the same ids."""
+    answers = vllm([{"op": "truncate", **c} for c in TRUNCATE_CASES])
+    for case, answer in zip(TRUNCATE_CASES, answers, strict=True):
+        args = (case["ids"], case["n"], case["side"], case["max_model_len"])
+        if "error" in answer:
+            with pytest.raises(ParamError) as info:
+                truncate_prompt(*args, default_side=LIMITS.truncation_side, max_tokens=case["max_tokens"])
+            assert str(info.value) == answer["error"], case
+        else:
+            got = truncate_prompt(*args, default_side=LIMITS.truncation_side, max_tokens=case["max_tokens"])
+            assert got == answer["ids"], case
+
+
 def test_truncate_prompt_default_side_and_errors() -> None:
-    assert truncate_prompt([1, 2, 3], 2, None, 9, default_side="left") == [2, 3]
+    assert truncate_prompt([1, 2, 3], 2, None, 9, default_side="right") == [1, 2]
     with pytest.raises(ParamError) as info:
         truncate_prompt([1, 2, 3], 10, None, 9)
     assert str(info.value) == (
@@ -398,9 +420,7 @@ def test_truncate_prompt_default_side_and_errors() -> None:
     with pytest.raises(ParamError) as info:
         truncate_prompt([1, 2, 3], None, "middle", 9)
     assert str(info.value) == "`truncation_side` must be either 'left' or 'right'."
-    assert (
-        LIMITS.truncation_side == "right"
-    )  # tiny-llama's tokenizer_config names none: transformers' default
+    assert LIMITS.truncation_side == "left"  # vLLM's get_tokenizer forces it for generative models
 
 
 UNSUPPORTED: list[tuple[str, str, Any]] = [
@@ -481,4 +501,4 @@ def all_cases() -> list[dict[str, Any]]:
     cases += [
         {"api": api, "body": body, "max_logprobs": m} for m in MAX_LOGPROBS_VALUES for api, body in CAP_CASES
     ]
-    return cases + decode_cases()
+    return cases + decode_cases() + [{"op": "truncate", **c} for c in TRUNCATE_CASES]

@@ -97,9 +97,9 @@ class ModelLimits:
     defaults: dict[str, Any] = attrs.field(factory=dict)
     #: ``--max-logprobs``; ``-1`` means the vocabulary size.
     max_logprobs: int = MAX_LOGPROBS
-    #: the tokenizer's ``truncation_side`` (tokenizer_config.json, transformers' default ``"right"``):
-    #: vLLM's side for ``truncate_prompt_tokens`` when the request names none.
-    truncation_side: str = "right"
+    #: vLLM's side for ``truncate_prompt_tokens`` when the request names none: its ``get_tokenizer``
+    #: passes ``truncation_side="left"`` for generative models, whatever tokenizer_config.json says.
+    truncation_side: str = "left"
 
     @classmethod
     def from_tokenizer(
@@ -113,7 +113,6 @@ class ModelLimits:
             if isinstance(gen.get(k), (int, float)) and not isinstance(gen.get(k), bool)
         }
         vocab = max(files.vocab_size or 0, tokenizer.max_token_id + 1)
-        side = (files.tokenizer_config or {}).get("truncation_side", "right")
         return cls(
             max_model_len,
             vocab,
@@ -121,7 +120,6 @@ class ModelLimits:
             tuple(files.generation_eos_token_ids),
             defaults,
             max_logprobs=max_logprobs,
-            truncation_side=side if side in ("left", "right") else "right",
         )
 
     @property
@@ -160,7 +158,7 @@ def truncate_prompt(
     truncation_side: str | None,
     max_model_len: int,
     *,
-    default_side: str = "right",
+    default_side: str = "left",
     max_tokens: int | None = 1,
 ) -> list[int]:
     """vLLM's ``TokenizeParams`` truncation (``vllm/renderers/params.py``) of tokenized prompt *ids*.
@@ -170,7 +168,8 @@ def truncate_prompt(
     ``max_model_len`` when the request asked for no output tokens (*max_tokens* ``0``/``None``, vLLM's
     ``max_output_tokens == 0`` — chat without ``max_tokens`` is that case, and its full-length prompt is
     then refused by :func:`check_prompt`, as in vLLM). ``"right"`` keeps the first tokens, ``"left"``
-    the last; ``None`` means *default_side* (the tokenizer's, :attr:`ModelLimits.truncation_side`).
+    the last; ``None`` means *default_side* (vLLM's: ``"left"`` for generative models, see
+    :attr:`ModelLimits.truncation_side`).
     Call it after tokenization and before :func:`check_prompt`."""
     if truncation_side not in (None, "left", "right"):
         raise ParamError("`truncation_side` must be either 'left' or 'right'.", "truncation_side")
