@@ -374,3 +374,21 @@ async def test_a_streamed_chat_search_keeps_alive_and_reports_an_engine_error_in
         await server.settle()
         assert server.app.engine.open_requests == 0 and not server.mock.live_request_ids
         nursery.cancel_scope.cancel()
+
+
+async def test_return_token_ids(server: Server) -> None:
+    body = {"prompt": [1, 22, 33], "use_beam_search": True, "n": 2, "max_tokens": 3, "return_token_ids": True}
+    r = await post(server, "/v1/completions", {**body, "echo": True})
+    assert r.status_code == 200, r.text
+    want = expected(server, [1, 22, 33], 2, 3)
+    for choice, out in zip(r.json()["choices"], want.outputs, strict=True):
+        assert choice["prompt_token_ids"] == [1, 22, 33] and choice["token_ids"] == out.token_ids
+        assert choice["text"] == out.text  # vLLM: the echo is in prompt_token_ids then
+    chat = {**CHAT, "max_tokens": 2, "return_token_ids": True}
+    answer = (await post(server, "/v1/chat/completions", chat)).json()
+    assert len(answer["prompt_token_ids"]) == answer["usage"]["prompt_tokens"]
+    assert [len(c["token_ids"]) for c in answer["choices"]] == [2, 2]
+    events = await sse(server, "/v1/chat/completions", {**chat, "stream": True})
+    assert events[0]["prompt_token_ids"] == answer["prompt_token_ids"]
+    final = [c for e in events for c in e["choices"] if c["finish_reason"]]
+    assert [c["token_ids"] for c in final] == [c["token_ids"] for c in answer["choices"]]

@@ -275,7 +275,8 @@ async def complete(
         )
         if req.echo and not text:
             text = state.tokenizer.decode(ids, skip_special_tokens=False)
-        texts.append(text or "")
+        # vLLM: with return_token_ids the echoed prompt is in prompt_token_ids, not in the text
+        texts.append("" if req.return_token_ids else text or "")
     created = _now()
     try:
         results = await _search_all(state, runs)
@@ -466,8 +467,16 @@ async def chat(
     # Streamed: what vLLM's stream generator makes of the one final output.
     encode = chunk_encoder(head)
     for output, *_ in parsed:
-        role = {"index": output.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None}
-        await sse.event(encode({**role, "finish_reason": None}))
+        role = {
+            "index": output.index,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+        event: dict[str, Any] = {**head, "choices": [role]}
+        if req.return_token_ids and output.index == 0:  # as chat.py's stream: with the first chunk
+            event["prompt_token_ids"] = prompt_ids
+        await sse.event(event)
     if prefix:
         for output, *_ in parsed:
             echo = {
