@@ -587,7 +587,7 @@ async def _complete(state: ServerState, prep: Prepared, run: _Run, send: Send) -
         token_ids = [t for c in chunks[index] for t in c.token_ids]
         choice: dict[str, Any] = {
             "index": index,
-            "finish_reason": gen.finish_reason or "stop",
+            "finish_reason": gen.finish_reason or ("abort" if outcome == "abort" else "stop"),
             "stop_reason": gen.stop_reason,
             "token_ids": token_ids,
             "routed_experts": None,
