@@ -5,7 +5,8 @@ one answer per case. A case ``{"op": "decode", "payload": HEX}`` decodes an ADD 
 ``MsgpackDecoder(EngineCoreRequest)`` (``SamplingParams.__post_init__`` runs) and answers
 ``{"params": {...}}`` as below, or ``{"error": ...}`` if the engine's input thread would die. A case
 ``{"op": "truncate", "ids", "n", "side", "max_model_len", "max_tokens"}`` runs vLLM's ``TokenizeParams``
-truncation and answers ``{"ids": [...]}`` or ``{"error": ...}``. Otherwise a
+truncation and answers ``{"ids": [...]}`` or ``{"error": ...}``; with ``"text"`` and
+``"add_special_tokens"`` instead of ``"ids"`` it tokenizes the text as vLLM's renderer does first. Otherwise a
 case is ``{"api": "completion"|"chat", "body": {...}, "max_tokens": int}``; the
 answer is ``{"error": message}`` for the first error vLLM raises (protocol validators, ``to_sampling_params``,
 ``SamplingParams.verify`` against a model config stand-in with the model's vocab size, then
@@ -75,7 +76,19 @@ def main() -> None:
                     truncation_side=case["side"],
                     max_total_tokens_param="max_model_len",
                 )
-                out.append({"ids": list(tp._token_truncation(tokenizer, list(case["ids"])))})
+                if "text" in case:  # vLLM's text path: the tokenizer's own truncation, then the slice
+                    tp = TokenizeParams(
+                        max_total_tokens=case["max_model_len"],
+                        max_output_tokens=case["max_tokens"] or 0,
+                        truncate_prompt_tokens=case["n"],
+                        truncation_side=case["side"],
+                        add_special_tokens=case["add_special_tokens"],
+                        max_total_tokens_param="max_model_len",
+                    )
+                    ids = tokenizer.encode(case["text"], **tp.get_encode_kwargs())
+                else:
+                    ids = list(case["ids"])
+                out.append({"ids": list(tp._token_truncation(tokenizer, ids))})
             except Exception as exc:
                 out.append({"error": str(exc).split(" (parameter=")[0]})
             continue

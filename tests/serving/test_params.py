@@ -24,6 +24,7 @@ from trio_front.engine.launch import EngineNotInstalledError, engine_env, find_e
 from trio_front.serving.params import (
     ModelLimits,
     ParamError,
+    added_special_tokens,
     bad_words_token_ids,
     build_params,
     chat_logprobs,
@@ -405,6 +406,33 @@ def test_truncate_prompt_equals_vllms() -> None:
             assert got == answer["ids"], case
 
 
+TEXT = "import os\nimport sys\n\ndef main(argv):\n    return len(argv)\n"
+TEXT_TRUNCATE_CASES = [
+    {"text": TEXT, "add_special_tokens": add, "n": n, "side": side, "max_model_len": 30, "max_tokens": 5}
+    for add in (True, False)
+    for n in (0, 1, 2, 4, 19, 20, 21, -1)
+    for side in (None, "left", "right")
+]
+
+
+def test_truncate_text_prompt_equals_vllms() -> None:
+    """Text prompts: without a side vLLM lets the tokenizer truncate, which keeps BOS."""
+    answers = vllm([{"op": "truncate", **c} for c in TEXT_TRUNCATE_CASES])
+    assert added_special_tokens(TOK) == (1, 0) and added_special_tokens(TOK, False) == (0, 0)
+    for case, answer in zip(TEXT_TRUNCATE_CASES, answers, strict=True):
+        add = case["add_special_tokens"]
+        ids = TOK.encode(case["text"], add_special_tokens=add)
+        got = truncate_prompt(
+            ids,
+            case["n"],
+            case["side"],
+            case["max_model_len"],
+            max_tokens=case["max_tokens"],
+            special_tokens=added_special_tokens(TOK, add),
+        )
+        assert got == answer["ids"], case
+
+
 def test_truncate_prompt_default_side_and_errors() -> None:
     assert truncate_prompt([1, 2, 3], 2, None, 9, default_side="right") == [1, 2]
     with pytest.raises(ParamError) as info:
@@ -501,4 +529,5 @@ def all_cases() -> list[dict[str, Any]]:
     cases += [
         {"api": api, "body": body, "max_logprobs": m} for m in MAX_LOGPROBS_VALUES for api, body in CAP_CASES
     ]
-    return cases + decode_cases() + [{"op": "truncate", **c} for c in TRUNCATE_CASES]
+    truncations = [{"op": "truncate", **c} for c in TRUNCATE_CASES + TEXT_TRUNCATE_CASES]
+    return cases + decode_cases() + truncations

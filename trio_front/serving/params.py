@@ -13,13 +13,15 @@ Entry points (all pure, no I/O, nothing to cancel):
   the wire always carries ``n=1``: parallel samples are separate engine requests, see :func:`child_params`.
 * :func:`child_params` — the params of sample *index* of an ``n > 1`` request (vLLM's ``ParentRequest``).
 * :func:`check_prompt` — prompt length against ``max_model_len``; the effective ``max_tokens``.
-* :func:`truncate_prompt` — ``truncate_prompt_tokens`` / ``truncation_side`` on tokenized prompt ids.
+* :func:`truncate_prompt` — ``truncate_prompt_tokens`` / ``truncation_side`` on tokenized prompt ids
+  (:func:`added_special_tokens` for text prompts).
 * :func:`chat_logprobs` — chat's ``logprobs`` / ``top_logprobs`` pair as the engine's ``logprobs``.
 * :func:`refuse_unsupported` — a 400 naming any declared field trio-front does not honour.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -160,6 +162,7 @@ def truncate_prompt(
     *,
     default_side: str = "left",
     max_tokens: int | None = 1,
+    special_tokens: tuple[int, int] = (0, 0),
 ) -> list[int]:
     """vLLM's ``TokenizeParams`` truncation (``vllm/renderers/params.py``) of tokenized prompt *ids*.
 
@@ -170,7 +173,12 @@ def truncate_prompt(
     then refused by :func:`check_prompt`, as in vLLM). ``"right"`` keeps the first tokens, ``"left"``
     the last; ``None`` means *default_side* (vLLM's: ``"left"`` for generative models, see
     :attr:`ModelLimits.truncation_side`).
-    Call it after tokenization and before :func:`check_prompt`."""
+    Call it after tokenization and before :func:`check_prompt`.
+
+    *special_tokens* is ``(prefix, suffix)``: how many special tokens the tokenizer added around a text
+    prompt's ids (:func:`added_special_tokens`; ``(0, 0)`` for token-id prompts). Without a request
+    side vLLM lets the tokenizer truncate, which keeps them and cuts the text's tokens to ``N - prefix -
+    suffix`` (``[BOS] + last N-1``); with an explicit side it slices the full ids, as here."""
     if truncation_side not in (None, "left", "right"):
         raise ParamError("`truncation_side` must be either 'left' or 'right'.", "truncation_side")
     if truncate_prompt_tokens is None:
@@ -195,7 +203,27 @@ def truncate_prompt(
     if keep == 0:
         return []
     side = truncation_side or default_side
+    prefix, suffix = special_tokens if truncation_side is None else (0, 0)
+    if prefix or suffix:
+        body = ids[prefix : len(ids) - suffix]
+        room = max(0, keep - prefix - suffix)
+        body = (body[len(body) - room :] if room else []) if side == "left" else body[:room]
+        return [*ids[:prefix], *body, *ids[len(ids) - suffix :]]
     return ids[-keep:] if side == "left" else ids[:keep]
+
+
+@functools.lru_cache(maxsize=8)
+def added_special_tokens(tokenizer: Tokenizer, add_special_tokens: bool = True) -> tuple[int, int]:
+    """``(prefix, suffix)`` counts of the special tokens *tokenizer* adds around a text when encoding with
+    *add_special_tokens* (Llama: ``(1, 0)``, its BOS), for :func:`truncate_prompt`."""
+    if not add_special_tokens:
+        return (0, 0)
+    plain = tokenizer.encode("a", add_special_tokens=False)
+    full = tokenizer.encode("a", add_special_tokens=True)
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return (start, len(full) - start - len(plain))
+    return (0, 0)
 
 
 def stop_strings(value: Any) -> tuple[str, ...]:
