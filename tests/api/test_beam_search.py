@@ -392,3 +392,27 @@ async def test_return_token_ids(server: Server) -> None:
     assert events[0]["prompt_token_ids"] == answer["prompt_token_ids"]
     final = [c for e in events for c in e["choices"] if c["finish_reason"]]
     assert [c["token_ids"] for c in final] == [c["token_ids"] for c in answer["choices"]]
+
+
+@pytest.mark.parametrize("server", [{"frontend": {"reasoning_parser": "qwen3"}}], indirect=True)
+async def test_chat_beams_go_through_the_reasoning_parser(server: Server) -> None:
+    body = {**CHAT, "n": 3, "max_tokens": 4, "return_token_ids": True}
+    answer = (await post(server, "/v1/chat/completions", body)).json()
+    state = server.app.state
+    parser = state.assistant.reasoning_parser_cls(state.tokenizer, {})
+    counted = sum(parser.count_reasoning_tokens(c["token_ids"]) for c in answer["choices"])
+    assert answer["usage"]["completion_tokens_details"] == {"reasoning_tokens": counted}
+    events = await sse(server, "/v1/chat/completions", {**body, "stream": True})
+    streamed: dict[int, dict[str, str]] = {}
+    for e in events:
+        for c in e["choices"]:
+            got = streamed.setdefault(c["index"], {"reasoning": "", "content": ""})
+            for key in got:
+                got[key] += c["delta"].get(key) or ""
+    for c in answer["choices"]:
+        message = c["message"]
+        assert streamed[c["index"]] == {
+            "reasoning": message["reasoning"] or "",
+            "content": message["content"] or "",
+        }
+    assert any(c["message"]["reasoning"] for c in answer["choices"]), "the parser saw the beams' text"
