@@ -6,6 +6,7 @@ test checks that the engine saw no request where none should reach it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,14 +20,18 @@ from trio_front.server import FrontendConfig, build_app
 from .conftest import MODEL, Server, free_port, start_server
 
 
-async def post(server: Server, path: str, body: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        return await client.post(path, json=body)
+@pytest.fixture
+async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        yield http
 
 
-async def get(server: Server, path: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        return await client.get(path)
+async def post(client: httpx.AsyncClient, path: str, body: Any) -> httpx.Response:
+    return await client.post(path, json=body)
+
+
+async def get(client: httpx.AsyncClient, path: str) -> httpx.Response:
+    return await client.get(path)
 
 
 def error(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -39,10 +44,10 @@ def error(response: httpx.Response, status: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ /tokenize
 
 
-async def test_tokenize_completion_form(server: Server) -> None:
+async def test_tokenize_completion_form(server: Server, client: httpx.AsyncClient) -> None:
     tok = server.app.state.tokenizer
     text = "Hello world, héllo <s> 🤖\n\n x"
-    r = await post(server, "/tokenize", {"prompt": text})
+    r = await post(client, "/tokenize", {"prompt": text})
     assert r.status_code == 200, r.text
     body = r.json()
     ids = tok.encode(text)
@@ -51,7 +56,7 @@ async def test_tokenize_completion_form(server: Server) -> None:
     assert ids[0] == tok.bos_token_id  # add_special_tokens defaults to true for the completion form
 
     r = await post(
-        server,
+        client,
         "/tokenize",
         {"model": "tiny-llama", "prompt": text, "add_special_tokens": False, "return_token_strs": True},
     )
@@ -63,18 +68,18 @@ async def test_tokenize_completion_form(server: Server) -> None:
     assert server.adds() == []
 
 
-async def test_tokenize_has_no_length_limit(server: Server) -> None:
+async def test_tokenize_has_no_length_limit(server: Server, client: httpx.AsyncClient) -> None:
     """vLLM tokenizes with ``max_total_tokens=None``: a prompt longer than the context is counted."""
     text = "word " * 3000
-    r = await post(server, "/tokenize", {"prompt": text})
+    r = await post(client, "/tokenize", {"prompt": text})
     assert r.status_code == 200, r.text
     assert r.json()["count"] == len(server.app.state.tokenizer.encode(text)) > 2048
 
 
-async def test_tokenize_chat_form(server: Server) -> None:
+async def test_tokenize_chat_form(server: Server, client: httpx.AsyncClient) -> None:
     state = server.app.state
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]
-    r = await post(server, "/tokenize", {"messages": messages, "return_token_strs": True})
+    r = await post(client, "/tokenize", {"messages": messages, "return_token_strs": True})
     assert r.status_code == 200, r.text
     body = r.json()
     prompt = state.renderer.render(messages, add_generation_prompt=True).prompt
@@ -83,12 +88,12 @@ async def test_tokenize_chat_form(server: Server) -> None:
     assert body["tokens"] == ids and body["count"] == len(ids)
     assert body["token_strs"] == state.tokenizer.convert_ids_to_tokens(ids)
 
-    r = await post(server, "/tokenize", {"messages": messages, "add_generation_prompt": False})
+    r = await post(client, "/tokenize", {"messages": messages, "add_generation_prompt": False})
     prompt = state.renderer.render(messages, add_generation_prompt=False).prompt
     assert "<|assistant|>" not in prompt
     assert r.json()["tokens"] == state.tokenizer.encode(prompt, add_special_tokens=False)
 
-    r = await post(server, "/tokenize", {"messages": messages, "add_special_tokens": True})
+    r = await post(client, "/tokenize", {"messages": messages, "add_special_tokens": True})
     assert r.json()["tokens"] == state.tokenizer.encode(
         state.renderer.render(messages).prompt, add_special_tokens=True
     )
@@ -96,7 +101,7 @@ async def test_tokenize_chat_form(server: Server) -> None:
     # continue_final_message: the last (assistant) message stays open, no EOS after it.
     open_messages = [*messages, {"role": "assistant", "content": "Sure, the"}]
     r = await post(
-        server,
+        client,
         "/tokenize",
         {"messages": open_messages, "add_generation_prompt": False, "continue_final_message": True},
     )
@@ -108,7 +113,9 @@ async def test_tokenize_chat_form(server: Server) -> None:
     assert server.adds() == []
 
 
-async def test_tokenize_chat_with_template_tools_and_kwargs(server: Server) -> None:
+async def test_tokenize_chat_with_template_tools_and_kwargs(
+    server: Server, client: httpx.AsyncClient
+) -> None:
     tok = server.app.state.tokenizer
     template = (
         "{% for t in tools %}[{{ t.function.name }}:{{ t.function.description }}]{% endfor %}"
@@ -122,18 +129,18 @@ async def test_tokenize_chat_with_template_tools_and_kwargs(server: Server) -> N
         "chat_template_kwargs": {"greeting": "hey ", "add_generation_prompt": False},
         "tools": tools,
     }
-    r = await post(server, "/tokenize", body)
+    r = await post(client, "/tokenize", body)
     assert r.status_code == 200, r.text
     # The explicit add_generation_prompt (default true) beats the kwargs' copy, as in vLLM.
     expected = "[get_weather:None]hey user=rain?;GO"
     assert r.json()["tokens"] == tok.encode(expected, add_special_tokens=False)
 
 
-async def test_tokenize_form_selection_and_errors(server: Server) -> None:
+async def test_tokenize_form_selection_and_errors(server: Server, client: httpx.AsyncClient) -> None:
     state = server.app.state
     messages = [{"role": "user", "content": "x"}]
     # vLLM's union resolves a body with both fields to the chat form.
-    r = await post(server, "/tokenize", {"prompt": "ignored", "messages": messages})
+    r = await post(client, "/tokenize", {"prompt": "ignored", "messages": messages})
     chat_ids = state.tokenizer.encode(state.renderer.render(messages).prompt, add_special_tokens=False)
     assert r.json()["tokens"] == chat_ids
 
@@ -147,35 +154,34 @@ async def test_tokenize_form_selection_and_errors(server: Server) -> None:
             "add_generation_prompt": True,
         },
     ):
-        assert error(await post(server, "/tokenize", both), 400)["message"] == (
+        assert error(await post(client, "/tokenize", both), 400)["message"] == (
             "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
         )
     both = {"messages": messages, "continue_final_message": True, "add_generation_prompt": False}
-    assert (await post(server, "/tokenize", both)).status_code == 200
+    assert (await post(client, "/tokenize", both)).status_code == 200
 
-    assert error(await post(server, "/tokenize", {}), 400)["param"] == "prompt"
-    assert error(await post(server, "/tokenize", {"prompt": ["a"]}), 400)["param"] == "prompt"
-    assert error(await post(server, "/tokenize", {"prompt": "a", "add_special_tokens": 1}), 400)
-    assert error(await post(server, "/tokenize", {"messages": "hi"}), 400)["param"] == "messages"
+    assert error(await post(client, "/tokenize", {}), 400)["param"] == "prompt"
+    assert error(await post(client, "/tokenize", {"prompt": ["a"]}), 400)["param"] == "prompt"
+    assert error(await post(client, "/tokenize", {"prompt": "a", "add_special_tokens": 1}), 400)
+    assert error(await post(client, "/tokenize", {"messages": "hi"}), 400)["param"] == "messages"
     assert (
-        error(await post(server, "/tokenize", {"messages": [{"content": "x"}]}), 400)["param"] == "messages"
+        error(await post(client, "/tokenize", {"messages": [{"content": "x"}]}), 400)["param"] == "messages"
     )
     assert (
-        error(await post(server, "/tokenize", {"messages": messages, "tools": {}}), 400)["param"] == "tools"
+        error(await post(client, "/tokenize", {"messages": messages, "tools": {}}), 400)["param"] == "tools"
     )
     bad_tool = [{"type": "function", "function": {"description": "no name"}}]
-    assert error(await post(server, "/tokenize", {"messages": messages, "tools": bad_tool}), 400)
+    assert error(await post(client, "/tokenize", {"messages": messages, "tools": bad_tool}), 400)
     kwargs = {"messages": messages, "chat_template_kwargs": ["x"]}
-    assert error(await post(server, "/tokenize", kwargs), 400)["param"] == "chat_template_kwargs"
+    assert error(await post(client, "/tokenize", kwargs), 400)["param"] == "chat_template_kwargs"
     mm = {"messages": messages, "mm_processor_kwargs": {"size": 3}}
-    assert error(await post(server, "/tokenize", mm), 400)["param"] == "mm_processor_kwargs"
-    assert (await post(server, "/tokenize", {**mm, "mm_processor_kwargs": {}})).status_code == 200
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        assert error(await client.post("/tokenize", content=b"{nope"), 400)
-        assert error(await client.get("/tokenize"), 405)
-    unknown = error(await post(server, "/tokenize", {"model": "gpt-4", "prompt": "x"}), 404)
+    assert error(await post(client, "/tokenize", mm), 400)["param"] == "mm_processor_kwargs"
+    assert (await post(client, "/tokenize", {**mm, "mm_processor_kwargs": {}})).status_code == 200
+    assert error(await client.post("/tokenize", content=b"{nope"), 400)
+    assert error(await client.get("/tokenize"), 405)
+    unknown = error(await post(client, "/tokenize", {"model": "gpt-4", "prompt": "x"}), 404)
     assert unknown["param"] == "model" and "gpt-4" in unknown["message"]
-    assert error(await post(server, "/tokenize", {"model": "gpt-4", "messages": messages}), 404)
+    assert error(await post(client, "/tokenize", {"model": "gpt-4", "messages": messages}), 404)
     assert server.adds() == []
 
 
@@ -209,35 +215,35 @@ async def test_tokenize_before_the_engine_registered_is_503(nursery: trio.Nurser
 # ---------------------------------------------------------------------------------------- /detokenize
 
 
-async def test_detokenize(server: Server) -> None:
+async def test_detokenize(server: Server, client: httpx.AsyncClient) -> None:
     tok = server.app.state.tokenizer
     ids = tok.encode("Hello there, héllo 🤖!")
-    r = await post(server, "/detokenize", {"model": "tiny-llama", "tokens": ids})
+    r = await post(client, "/detokenize", {"model": "tiny-llama", "tokens": ids})
     assert r.status_code == 200, r.text
     # Special tokens stay (vLLM decodes with skip_special_tokens=False).
     assert r.json() == {"prompt": tok.decode(ids, skip_special_tokens=False)}
     assert r.json()["prompt"].startswith("<s>")
-    assert (await post(server, "/detokenize", {"tokens": []})).json() == {"prompt": ""}
+    assert (await post(client, "/detokenize", {"tokens": []})).json() == {"prompt": ""}
 
     vocab = tok.vocab_size
     for bad in (vocab, -1, 2**40):
-        body = error(await post(server, "/detokenize", {"tokens": [5, bad]}), 400)
+        body = error(await post(client, "/detokenize", {"tokens": [5, bad]}), 400)
         assert body["param"] == "tokens" and body["message"] == f"Token id {bad} is out of vocabulary"
     # the last id in the vocabulary is fine
-    assert (await post(server, "/detokenize", {"tokens": [vocab - 1]})).status_code == 200
+    assert (await post(client, "/detokenize", {"tokens": [vocab - 1]})).status_code == 200
     for shape in ({"tokens": "12"}, {"tokens": [1.0]}, {"tokens": [True]}, {"tokens": [10**30]}, {}):
-        assert error(await post(server, "/detokenize", shape), 400)
-    assert error(await post(server, "/detokenize", {"model": "nope", "tokens": [1]}), 404)["param"] == "model"
+        assert error(await post(client, "/detokenize", shape), 400)
+    assert error(await post(client, "/detokenize", {"model": "nope", "tokens": [1]}), 404)["param"] == "model"
     assert server.adds() == []
 
 
 # ------------------------------------------------------------------------------------------- models
 
 
-async def test_model_retrieve_matches_the_list(server: Server) -> None:
-    listed = (await get(server, "/v1/models")).json()
+async def test_model_retrieve_matches_the_list(server: Server, client: httpx.AsyncClient) -> None:
+    listed = (await get(client, "/v1/models")).json()
     assert listed["object"] == "list" and len(listed["data"]) == 1
-    card = (await get(server, "/v1/models/tiny-llama")).json()
+    card = (await get(client, "/v1/models/tiny-llama")).json()
     assert card["id"] == "tiny-llama" and card["object"] == "model" and card["max_model_len"] == 2048
     assert card["root"] == server.app.state.model_path and card["parent"] is None
     # Same card, but for vLLM's per-response permission id.
@@ -246,13 +252,12 @@ async def test_model_retrieve_matches_the_list(server: Server) -> None:
     [permission] = card["permission"]
     assert permission["object"] == "model_permission" and permission["id"].startswith("modelperm-")
 
-    missing = error(await get(server, "/v1/models/gpt-4"), 404)
+    missing = error(await get(client, "/v1/models/gpt-4"), 404)
     assert (
         missing["type"] == "NotFoundError" and missing["param"] == "model" and "gpt-4" in missing["message"]
     )
-    assert error(await get(server, "/v1/models/tiny-llama/x"), 404)
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        assert error(await client.post("/v1/models/tiny-llama"), 405)
+    assert error(await get(client, "/v1/models/tiny-llama/x"), 404)
+    assert error(await client.post("/v1/models/tiny-llama"), 405)
 
 
 async def test_openai_sdk_models_retrieve(server: Server) -> None:
@@ -278,14 +283,14 @@ class _FakeLoRA:
         return object() if name == "my-adapter" else None
 
 
-async def test_lora_cards_are_listed_and_retrievable(server: Server) -> None:
+async def test_lora_cards_are_listed_and_retrievable(server: Server, client: httpx.AsyncClient) -> None:
     server.app.state.lora = _FakeLoRA()
-    ids = [c["id"] for c in (await get(server, "/v1/models")).json()["data"]]
+    ids = [c["id"] for c in (await get(client, "/v1/models")).json()["data"]]
     assert ids == ["tiny-llama", "my-adapter"]
-    card = (await get(server, "/v1/models/my-adapter")).json()
+    card = (await get(client, "/v1/models/my-adapter")).json()
     assert card["parent"] == "tiny-llama" and card["root"] == "/adapters/a"
     # An adapter's name is a valid model for the tokenizer routes (the base tokenizer applies).
-    r = await post(server, "/tokenize", {"model": "my-adapter", "prompt": "hi"})
+    r = await post(client, "/tokenize", {"model": "my-adapter", "prompt": "hi"})
     assert r.json()["tokens"] == server.app.state.tokenizer.encode("hi")
 
 
