@@ -6,6 +6,8 @@ test checks that the engine saw no request where none should reach it.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +16,10 @@ import openai
 import pytest
 import trio
 
+from trio_front.engine.launch import find_engine_python
 from trio_front.engine.mock import MockEngineConfig, run_mock_engine
 from trio_front.server import FrontendConfig, build_app
+from trio_front.text.tokenizer import Tokenizer
 
 from .conftest import MODEL, Server, free_port, start_server
 
@@ -66,6 +70,34 @@ async def test_tokenize_completion_form(server: Server, client: httpx.AsyncClien
     assert body["token_strs"] == [tok.backend.id_to_token(i) for i in plain]
     assert "".join(body["token_strs"]).startswith("H")  # vocabulary strings, not decoded text
     assert server.adds() == []
+
+
+_VLLM_TOKEN_STRS = """
+import json, sys
+from vllm.tokenizers import get_tokenizer
+tokenizer = get_tokenizer(sys.argv[1])
+print(json.dumps(tokenizer.convert_ids_to_tokens(json.loads(sys.stdin.read()))))
+"""
+
+
+@pytest.mark.real_engine
+def test_token_strs_match_vllms_tokenizer_over_the_whole_vocabulary() -> None:
+    """``return_token_strs`` is ``convert_ids_to_tokens`` of vLLM's own (cached HF) tokenizer: every id."""
+    from tests.real_engine.conftest import require_engine
+
+    require_engine()
+    tok = Tokenizer.from_pretrained(MODEL)
+    ids = list(range(tok.vocab_size))
+    result = subprocess.run(
+        [str(find_engine_python()), "-c", _VLLM_TOKEN_STRS, str(MODEL)],
+        input=json.dumps(ids),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    theirs = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(theirs) == len(ids) and theirs == tok.convert_ids_to_tokens(ids)
 
 
 async def test_tokenize_has_no_length_limit(server: Server, client: httpx.AsyncClient) -> None:
