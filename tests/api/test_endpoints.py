@@ -102,10 +102,16 @@ def test_token_strs_match_vllms_tokenizer_over_the_whole_vocabulary() -> None:
 
 async def test_tokenize_has_no_length_limit(server: Server, client: httpx.AsyncClient) -> None:
     """vLLM tokenizes with ``max_total_tokens=None``: a prompt longer than the context is counted."""
-    text = "word " * 3000
-    r = await post(client, "/tokenize", {"prompt": text})
+    tok = server.app.state.tokenizer
+    text = "word, " * 3000
+    r = await post(client, "/tokenize", {"prompt": text, "return_token_strs": True})
     assert r.status_code == 200, r.text
-    assert r.json()["count"] == len(server.app.state.tokenizer.encode(text)) > 2048
+    ids = tok.encode(text)
+    assert r.json()["count"] == len(ids) > 4096  # token strings made in a worker thread
+    assert r.json()["token_strs"] == tok.convert_ids_to_tokens(ids)
+    # ... and a long id list decoded in one
+    r = await post(client, "/detokenize", {"tokens": ids})
+    assert r.json()["prompt"] == tok.decode(ids, skip_special_tokens=False)
 
 
 async def test_tokenize_chat_form(server: Server, client: httpx.AsyncClient) -> None:

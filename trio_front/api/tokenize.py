@@ -12,22 +12,32 @@ Unlike vLLM 0.32, which silently drops ids beyond the vocabulary, an out-of-voca
 
 Neither sends anything to the engine. ``/tokenize`` needs ``max_model_len``, which only the engine's
 registration gives: before it, a 503 (vLLM's server does not answer at all before its engine is up).
-Cancellation: a long text is encoded in a worker thread (``Tokenizer.encode_async``); a client leaving
-abandons it at once.
+Cancellation: a long text is encoded, a long id list decoded, in a worker thread (``encode_async``,
+``_off_loop``); a client leaving abandons it at once (the thread finishes in the background).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any, Final, TypeVar
 
 import attrs
+import msgspec
+import trio
 
 from trio_front.text.chat_template import ChatTemplateError
+from trio_front.text.tokenizer import TOKENIZE_LIMITER
 
 from .errors import APIError
 from .http import Headers, Send, send_json
 from .models import parse_json, structure
 from .state import ServerState
+
+T = TypeVar("T")
+
+#: Id lists up to this long are decoded / turned into token strings on the event loop (~2 ms).
+INLINE_IDS: Final = 4096
 
 _BOTH_PROMPT_FLAGS = "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
 
@@ -142,7 +152,9 @@ async def handle_tokenize(state: ServerState, body: bytes, send: Send, headers: 
         ids = await _chat_ids(state, req)
     else:
         ids = await state.tokenizer.encode_async(req.prompt, add_special_tokens=req.add_special_tokens)
-    token_strs = state.tokenizer.convert_ids_to_tokens(ids) if req.return_token_strs else None
+    token_strs = None
+    if req.return_token_strs:
+        token_strs = await _off_loop(ids, lambda: state.tokenizer.convert_ids_to_tokens(ids))
     await send_json(
         send,
         200,
@@ -161,15 +173,34 @@ def vocab_bound(state: ServerState) -> int:
     return max(tokenizer.files.vocab_size or 0, tokenizer.max_token_id + 1)
 
 
+@functools.cache
+def _ids_type(bound: int) -> Any:
+    return list[Annotated[int, msgspec.Meta(ge=0, lt=bound)]]
+
+
+def _checked_tokens(tokens: Any, bound: int) -> list[int]:
+    """*tokens* as ids in ``[0, bound)``, checked in one pass in C (msgspec; no bools, no floats)."""
+    try:
+        return msgspec.convert(tokens, _ids_type(bound), strict=True)
+    except msgspec.ValidationError:
+        pass
+    if not isinstance(tokens, list) or any(type(t) is not int for t in tokens):
+        raise APIError(400, "tokens must be a list of integers", param="tokens")
+    bad = next(t for t in tokens if not 0 <= t < bound)
+    raise APIError(400, f"Token id {bad} is out of vocabulary", param="tokens")
+
+
+async def _off_loop(ids: list[int], fn: Callable[[], T]) -> T:
+    """Run *fn* inline for short id lists, in a tokenizer thread for long ones (200k ids take ~100 ms),
+    so a huge request does not stall every other one; a cancelled caller abandons the thread."""
+    if len(ids) <= INLINE_IDS:
+        return fn()
+    return await trio.to_thread.run_sync(fn, limiter=TOKENIZE_LIMITER, abandon_on_cancel=True)
+
+
 async def handle_detokenize(state: ServerState, body: bytes, send: Send, headers: Headers = ()) -> None:
     req = structure(parse_json(body), DetokenizeRequest)
     state.resolve_lora(req.model)
-    tokens = req.tokens
-    if not isinstance(tokens, list) or any(type(t) is not int for t in tokens):
-        raise APIError(400, "tokens must be a list of integers", param="tokens")
-    if tokens:
-        bound = vocab_bound(state)
-        bad = min(tokens) if min(tokens) < 0 else max(tokens)
-        if not 0 <= bad < bound:
-            raise APIError(400, f"Token id {bad} is out of vocabulary", param="tokens")
-    await send_json(send, 200, {"prompt": state.tokenizer.decode(tokens, skip_special_tokens=False)})
+    tokens = _checked_tokens(req.tokens, vocab_bound(state))
+    text = await _off_loop(tokens, lambda: state.tokenizer.decode(tokens, skip_special_tokens=False))
+    await send_json(send, 200, {"prompt": text})
