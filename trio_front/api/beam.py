@@ -437,13 +437,14 @@ async def chat(
                     "annotations": None,
                     "audio": None,
                     "function_call": None,
-                    "tool_calls": [chat_api._tool_call(c) for c in res.tool_calls],
                     "reasoning": res.reasoning,
                 },
                 "logprobs": logprobs,
                 "finish_reason": choice_setup.plan.finish_reason(output.finish_reason, out.called),
                 "stop_reason": output.stop_reason,
             }
+            if res.tool_calls:  # vLLM's ChatMessage serializer drops an empty tool_calls list
+                choice["message"]["tool_calls"] = [chat_api._tool_call(c) for c in res.tool_calls]
             if req.return_token_ids:
                 choice["token_ids"] = output.token_ids
             choices.append(choice)
