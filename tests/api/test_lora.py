@@ -211,7 +211,11 @@ async def test_a_pending_static_adapter_is_503_not_404(tmp_path: Path) -> None:
         server = await start_server(nursery, frontend={"lora_modules": (f"sql={path}",)}, enable_lora=True)
         r = await post(server, "/v1/responses", {"model": "sql", "input": "x", "max_output_tokens": 2})
         assert r.status_code == 503 and "still loading" in r.json()["error"]["message"]
-        await server.app.state.lora.load_static()
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            health = await client.get("/health")  # not up for a load balancer until adapters are in
+            assert health.status_code == 503 and "sql" in health.json()["detail"]
+            await server.app.state.lora.load_static()
+            assert (await client.get("/health")).status_code == 200
         r = await post(server, "/v1/responses", {"model": "sql", "input": "x", "max_output_tokens": 2})
         assert r.status_code == 200, r.text
         nursery.cancel_scope.cancel()

@@ -29,7 +29,13 @@ async def health(state: ServerState, send: Send) -> None:
     """200 once the engine is ready; 503 while it starts and after it died (with the reason). Also
     ``GET|POST /ping`` (SageMaker's name for it)."""
     engine = state.engine
-    if engine.state is ClientState.READY:
+    pending = sorted(state.lora.pending) if state.lora is not None else []
+    if engine.state is ClientState.READY and pending:
+        # vLLM's server is not up before its --lora-modules are loaded; a load balancer must not route
+        # requests for an adapter that would still answer 503.
+        detail = f"loading LoRA adapters: {', '.join(pending)}"
+        await send_json(send, 503, {"status": "starting", "detail": detail})
+    elif engine.state is ClientState.READY:
         await send_json(send, 200, b"{}")
     else:
         reason = str(engine.error) if engine.error else "the engine is still starting"
