@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .conftest import MODEL, REPO
-from .vllm_pair import Pair, vllm_pair
+from .vllm_pair import Pair, shared_pair
 
 pytestmark = pytest.mark.real_engine
 TASK_DIR = Path(__file__).resolve().parent / "lm_eval_task"
@@ -28,13 +27,12 @@ QUESTIONS = [json.loads(line) for line in (TASK_DIR / "questions.jsonl").read_te
 
 
 @pytest.fixture(scope="module")
-def pair() -> Iterator[Pair]:
+def pair(request: pytest.FixtureRequest) -> Pair:
     if not LMEVAL_PYTHON.exists():
         if os.environ.get("CI"):
             raise RuntimeError(f"{LMEVAL_PYTHON} missing: scripts/bootstrap.sh test installs it")
         pytest.skip("lm-eval venv not installed (scripts/bootstrap.sh test makes .lmeval-venv)")
-    with vllm_pair() as p:
-        yield p
+    return shared_pair(request)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +82,8 @@ def test_loglikelihoods_equal_vllm(results: dict[str, dict]) -> None:
         if abs(r["loglikelihood"] - t["loglikelihood"]) > 1e-3
     ]
     assert not diffs, f"{len(diffs)}/{len(ours)} loglikelihoods differ (doc, choice, ours, vllm): {diffs}"
+    worst = max(abs(r["loglikelihood"] - t["loglikelihood"]) for r, t in zip(ours, theirs, strict=True))
+    print(f"{len(ours)} loglikelihoods equal vLLM's, largest difference {worst:.2e}")
 
 
 def test_greedy_flags_and_accuracy_equal_vllm(results: dict[str, dict]) -> None:

@@ -3,13 +3,13 @@ field, for vLLM's request surface beyond plain greedy text: n>1, beam search, ec
 prompt_logprobs, logprobs/top_logprobs, token-id output options, bad_words, prompt truncation, logit_bias,
 allowed_token_ids, min_tokens, /tokenize and /detokenize, and requests both must refuse.
 
-One module-scoped pair of servers (tests/real_engine/vllm_pair.py). Each feature is one parametrized test so a
-failure names what is missing. A response is compared as a whole: every key of either side, except ``id``,
-``created`` and ``system_fingerprint``; floats within 1e-3. A key one side omits counts as ``null`` here (the
-shape itself is checked once, in :func:`test_response_keys`). Streams are compared assembled (per-choice text,
-logprobs and token ids concatenated, roles seen, finish and stop reasons, the final usage), not chunk by
-chunk.
-Where vLLM is wrong and trio-front deliberately differs, the case says so in a comment.
+One pair of servers, shared with test_lm_eval (tests/real_engine/vllm_pair.py). Each feature is one
+parametrized test so a failure names what is missing. A response is compared as a whole: every key of either
+side, except ``id``, ``created`` and ``system_fingerprint``; floats within 1e-3. A key one side omits counts
+as ``null`` here (the shape itself is checked once, in :func:`test_response_keys`). Streams are compared
+assembled (per-choice text, logprobs and token ids concatenated, roles seen, finish and stop reasons, the
+final usage), not chunk by chunk. Where vLLM is wrong and trio-front deliberately differs, the case says
+so in a comment.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import httpx
 import orjson
 import pytest
 
-from .vllm_pair import NAME, Pair, vllm_pair
+from .vllm_pair import NAME, Pair, shared_pair
 
 pytestmark = pytest.mark.real_engine
 
@@ -37,9 +37,8 @@ LONG_PROMPT = "import os\nimport sys\n\ndef main(argv):\n    return len(argv)\n"
 
 
 @pytest.fixture(scope="module")
-def pair() -> Iterator[Pair]:
-    with vllm_pair() as p:
-        yield p
+def pair(request: pytest.FixtureRequest) -> Pair:
+    return shared_pair(request)
 
 
 @pytest.fixture(scope="module")

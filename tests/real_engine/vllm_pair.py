@@ -5,6 +5,9 @@ model, both serving it as ``tiny``: the pair every differential test compares.
 ``/tokenize`` and ``/detokenize`` live at the root). Both engines start concurrently (~30-40 s on 2 cores);
 leaving the context terminates all three process groups, on every exit path. For iterating on a test module,
 ``TRIO_FRONT_TEST_PAIR=OURS_ROOT,THEIRS_ROOT`` reuses two servers already running instead.
+
+:func:`shared_pair` is the one pair the differential modules (test_surface_vs_vllm, test_lm_eval) share, to
+pay the start-up once: started by the first module that asks, terminated when the pytest session ends.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import NamedTuple
+
+import pytest
 
 from trio_front.engine.launch import (
     EngineProcess,
@@ -78,3 +83,24 @@ def vllm_pair(ours_args: tuple[str, ...] = (), theirs_args: tuple[str, ...] = ()
                 proc.terminate()
         if ours.returncode not in (0, None, -15):
             print(ours.read_log(tail=3000))
+
+
+_shared: Pair | None = None
+
+
+def shared_pair(request: pytest.FixtureRequest) -> Pair:
+    """The session's shared pair (see the module docstring); call it from a fixture."""
+    global _shared
+    if _shared is None:
+        stack = ExitStack()
+        pair = stack.enter_context(vllm_pair())
+
+        def close() -> None:
+            global _shared
+            _shared = None
+            stack.close()
+
+        # The session node's finalizers run at session teardown, after every module using the pair.
+        request.session.addfinalizer(close)
+        _shared = pair
+    return _shared
