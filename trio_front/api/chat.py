@@ -295,6 +295,8 @@ async def _complete(
             "tool_calls": [_tool_call(c) for c in result.tool_calls],
             "reasoning": result.reasoning,
         }
+        if not result.tool_calls:  # vLLM's ChatMessage serializer drops an empty list
+            del message["tool_calls"]
         choice: dict[str, Any] = {
             "index": index,
             "message": message,
@@ -370,7 +372,7 @@ async def _stream(
                 }
             ],
         }
-        if req.return_token_ids and index == 0:
+        if req.return_token_ids:  # on every choice's role chunk, as vLLM sends it
             event["prompt_token_ids"] = first.prompt_ids
         await sse.event(event)
     prefix = [_echo_prefix(req)] * len(generations)
