@@ -304,8 +304,10 @@ async def _complete(
             "finish_reason": _finish_reason(setup, gen, out),
             "stop_reason": gen.stop_reason,
         }
-        if req.return_token_ids:
-            choice["token_ids"] = [t for c in chunks[index] for t in c.token_ids]
+        choice["token_ids"] = (
+            [t for c in chunks[index] for t in c.token_ids] if req.return_token_ids else None
+        )
+        choice["routed_experts"] = None  # vLLM's key; routed experts are never returned here
         choices.append(choice)
     first = generations[0]
     response: dict[str, Any] = {
@@ -316,15 +318,24 @@ async def _complete(
         "choices": choices,
         "service_tier": None,
         "system_fingerprint": None,
-        "usage": _usage(generations),
+        "usage": _response_usage(_usage(generations)),
         "prompt_logprobs": prompt_logprobs_field(state.tokenizer, first.prompt_ids, first.prompt_logprobs)
         if first.params.prompt_logprobs is not None
         else None,
+        "prompt_token_ids": first.prompt_ids if req.return_token_ids else None,
+        "prompt_text": None,  # vLLM's return_prompt_text, refused here
         "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
     }
-    if req.return_token_ids:
-        response["prompt_token_ids"] = first.prompt_ids
     await send_json(send, 200, response)
+
+
+def _response_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """A non-streamed answer's usage carries vLLM's detail keys, null when there is nothing to say."""
+    usage.setdefault("prompt_tokens_details", None)
+    usage.setdefault("completion_tokens_details", None)
+    return usage
 
 
 def _usage(generations: list[Generation]) -> dict[str, Any]:

@@ -272,9 +272,12 @@ async def _complete(
             if gen.params.prompt_logprobs is not None
             else None,
         }
-        if req.return_token_ids:
-            choice["prompt_token_ids"] = prompt.prompt_ids
-            choice["token_ids"] = [t for c in chunks[index] for t in c.token_ids]
+        # vLLM's keys, null unless asked for (routed experts are never returned here)
+        choice["prompt_token_ids"] = prompt.prompt_ids if req.return_token_ids else None
+        choice["token_ids"] = (
+            [t for c in chunks[index] for t in c.token_ids] if req.return_token_ids else None
+        )
+        choice["routed_experts"] = None
         choices.append(choice)
     await send_json(
         send,
@@ -285,9 +288,12 @@ async def _complete(
             "created": generations[0].created,
             "model": prepared.model,
             "choices": choices,
-            "usage": _total_usage(generations, req.n),
+            "service_tier": None,
+            "usage": _response_usage(_total_usage(generations, req.n)),
             "system_fingerprint": None,
             "kv_transfer_params": None,
+            "ec_transfer_params": None,
+            "metrics": None,
         },
     )
 
@@ -383,6 +389,14 @@ async def _stream(
     if usage_wanted:
         await sse.event({**head, "choices": [], "usage": _total_usage(generations, req.n)}, hold=True)
     await sse.done()
+
+
+def _response_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """A non-streamed answer's usage carries vLLM's detail keys, null when there is nothing to say (its
+    streamed usage event leaves them out)."""
+    usage.setdefault("prompt_tokens_details", None)
+    usage.setdefault("completion_tokens_details", None)
+    return usage
 
 
 def _total_usage(generations: list[Generation], n: int) -> dict[str, Any]:
