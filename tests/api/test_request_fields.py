@@ -203,7 +203,7 @@ COMMON: dict[str, Sample] = {
     "use_beam_search": Sample(True),
     "length_penalty": Sample(0.5),
     "truncate_prompt_tokens": Sample(3),
-    "truncation_side": Sample("left", {"truncate_prompt_tokens": 3}),
+    "truncation_side": Sample("right", {"truncate_prompt_tokens": 3}),  # "left" is the default side
     "prompt_logprobs": Sample(1),
     "bad_words": Sample(["hello"]),
     "return_tokens_as_token_ids": Sample(True),
