@@ -3,22 +3,13 @@ tiny model: render answers are equal as JSON, and generate gives the same tokens
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from trio_front.engine.launch import (
-    EngineProcess,
-    full_vllm_serve_command,
-    pick_free_port,
-    wait_for_http_health,
-)
-
-from .conftest import MODEL, require_engine, start_engine
+from .vllm_pair import shared_pair
 
 pytestmark = pytest.mark.real_engine
 NAME = "tiny"
@@ -26,48 +17,11 @@ MESSAGES = [{"role": "user", "content": "Write a haiku about the sea."}]
 
 
 @pytest.fixture(scope="module")
-def pair() -> Iterator[tuple[str, str]]:
-    """(trio-front root URL, vllm serve root URL), both with --enable-scale-out."""
-    require_engine()
-    engine_port, ours_port, theirs_port = pick_free_port(), pick_free_port(), pick_free_port()
-    ours = EngineProcess(
-        [
-            sys.executable,
-            "-m",
-            "trio_front.cli",
-            "run",
-            "--engine-addr",
-            f"tcp://127.0.0.1:{engine_port}",
-            "--model",
-            str(MODEL),
-            "--served-model-name",
-            NAME,
-            "--port",
-            str(ours_port),
-            "--enable-scale-out",
-        ],
-        env=None,
-    )
-    ours.env.pop("VLLM_HOST_IP", None)
-    theirs = EngineProcess(
-        full_vllm_serve_command(
-            MODEL, "127.0.0.1", theirs_port, served_model_name=NAME, extra_args=("--enable-scale-out",)
-        )
-    )
-    engine = None
-    try:
-        ours.start()
-        engine = start_engine(engine_port)
-        theirs.start()
-        wait_for_http_health(f"http://127.0.0.1:{ours_port}/health", 300, process=ours)
-        wait_for_http_health(f"http://127.0.0.1:{theirs_port}/health", 300, process=theirs)
-        yield f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{theirs_port}"
-    finally:
-        for proc in (ours, theirs, engine):
-            if proc is not None:
-                proc.terminate()
-        if ours.returncode not in (0, None, -15):
-            print(ours.read_log(tail=3000))
+def pair(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(trio-front root URL, vllm serve root URL): the session's shared pair, both with
+    --enable-scale-out (``vllm_pair.py``)."""
+    shared = shared_pair(request)
+    return shared.ours, shared.theirs
 
 
 def both(

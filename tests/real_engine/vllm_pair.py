@@ -93,7 +93,9 @@ def shared_pair(request: pytest.FixtureRequest) -> Pair:
     global _shared
     if _shared is None:
         stack = ExitStack()
-        pair = stack.enter_context(vllm_pair())
+        # --enable-scale-out on both sides so the scale-out differential shares this pair too (it only
+        # adds routes).
+        pair = stack.enter_context(vllm_pair(("--enable-scale-out",), ("--enable-scale-out",)))
 
         def close() -> None:
             global _shared
