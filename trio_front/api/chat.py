@@ -28,9 +28,11 @@ from trio_front.serving import structured
 from trio_front.serving.generation import Chunk, Generation, GenerationError
 from trio_front.serving.params import (
     ParamError,
+    added_special_tokens,
     check_prompt,
     child_params,
     refuse_unsupported,
+    requested_prompt_logprobs,
     truncate_prompt,
 )
 from trio_front.text.chat_template import ChatTemplateError
@@ -110,7 +112,14 @@ async def prepare(
     try:
         limits = state.limits
         ids = truncate_prompt(
-            ids, req.truncate_prompt_tokens, req.truncation_side, limits.max_model_len, max_tokens=max_tokens
+            ids,
+            req.truncate_prompt_tokens,
+            req.truncation_side,
+            limits.max_model_len,
+            max_tokens=max_tokens,
+            special_tokens=added_special_tokens(state.tokenizer, req.add_special_tokens)
+            if req.truncate_prompt_tokens is not None
+            else (0, 0),
         )
         max_tokens = check_prompt(len(ids), limits, max_tokens)
         if req.use_beam_search:  # validated and driven by api/beam.py
@@ -122,7 +131,7 @@ async def prepare(
                 limits=limits,
                 max_tokens=max_tokens,
                 logprobs=logprobs,
-                prompt_logprobs=req.prompt_logprobs,
+                prompt_logprobs=requested_prompt_logprobs(req),  # chat echo asks for them too
                 stream=stream,
                 tokenizer=state.tokenizer,
                 logprobs_param="top_logprobs",

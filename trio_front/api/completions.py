@@ -25,10 +25,12 @@ from trio_front.serving import structured
 from trio_front.serving.generation import Chunk, Generation, GenerationError
 from trio_front.serving.params import (
     ParamError,
+    added_special_tokens,
     build_params,
     check_prompt,
     child_params,
     refuse_unsupported,
+    requested_prompt_logprobs,
     truncate_prompt,
 )
 from trio_front.text.detokenizer import TextParams
@@ -128,9 +130,7 @@ async def prepare(state: ServerState, req: CompletionRequest, headers: Headers =
     prompts = _prompts(req.prompt, limits.vocab_size)
     tok = state.tokenizer
     # vLLM: echo asks the engine for the prompt's logprobs unless prompt_logprobs says otherwise.
-    prompt_logprobs = req.prompt_logprobs
-    if prompt_logprobs is None and req.echo:
-        prompt_logprobs = req.logprobs
+    prompt_logprobs = requested_prompt_logprobs(req)
     prepared: list[PreparedPrompt] = []
     for prompt in prompts:
         if isinstance(prompt, str):
@@ -144,6 +144,10 @@ async def prepare(state: ServerState, req: CompletionRequest, headers: Headers =
                 req.truncation_side,
                 limits.max_model_len,
                 max_tokens=req.max_tokens,
+                # a text prompt keeps its BOS (vLLM lets the tokenizer truncate); token ids are sliced
+                special_tokens=added_special_tokens(tok, req.add_special_tokens)
+                if isinstance(prompt, str) and req.truncate_prompt_tokens is not None
+                else (0, 0),
             )
             if req.use_beam_search:
                 max_tokens = check_prompt(len(ids), limits, req.max_tokens)

@@ -2,8 +2,9 @@
 
 cattrs' default hooks coerce (``"12"`` → 12, ``12.9`` → 12); ours do not: an ``int`` field takes only a
 JSON integer, a ``float`` field an integer or a number, a ``bool`` only ``true``/``false``, a ``str`` only a
-string, a ``list`` only an array. Fields whose OpenAI type is a union (``prompt``, ``stop``, ``content``...) are typed ``Any`` here
-and checked by hand in the endpoint modules, which is clearer than teaching cattrs each union.
+string, a ``list`` only an array. Fields whose OpenAI type is a union (``prompt``, ``stop``, ``content``...)
+are typed ``Any`` here and checked by hand in the endpoint modules, which is clearer than teaching cattrs
+each union.
 
 Unknown fields are ignored, as vLLM does. Responses are plain dicts encoded with orjson: building them per
 token with cattrs would cost several microseconds each.
