@@ -227,6 +227,14 @@ def chat_logprobs(
     return {"content": content}
 
 
+def _response_usage(usage: Usage) -> dict[str, Any]:
+    """A non-streamed answer's usage with vLLM's detail keys (null when there is nothing to say)."""
+    body = usage.as_dict()
+    body.setdefault("prompt_tokens_details", None)
+    body.setdefault("completion_tokens_details", None)
+    return body
+
+
 def _usage(results: Sequence[BeamResult]) -> Usage:
     usage = Usage(prompt_tokens=sum(len(r.prompt_ids) for r in results))
     usage.completion_tokens = sum(r.completion_tokens for r in results)
@@ -297,10 +305,11 @@ async def complete(
                 "finish_reason": output.finish_reason,
                 "stop_reason": output.stop_reason,
                 "prompt_logprobs": None,
+                # vLLM's keys, null unless asked for
+                "prompt_token_ids": result.prompt_ids if req.return_token_ids else None,
+                "token_ids": output.token_ids if req.return_token_ids else None,
+                "routed_experts": None,
             }
-            if req.return_token_ids:
-                choice["prompt_token_ids"] = result.prompt_ids
-                choice["token_ids"] = output.token_ids
             choices.append(choice)
     await send_json(
         send,
@@ -311,9 +320,12 @@ async def complete(
             "created": created,
             "model": model,
             "choices": choices,
-            "usage": _usage(results).as_dict(),
+            "service_tier": None,
+            "usage": _response_usage(_usage(results)),
             "system_fingerprint": None,
             "kv_transfer_params": None,
+            "ec_transfer_params": None,
+            "metrics": None,
         },
     )
 
@@ -445,8 +457,8 @@ async def chat(
             }
             if res.tool_calls:  # vLLM's ChatMessage serializer drops an empty tool_calls list
                 choice["message"]["tool_calls"] = [chat_api._tool_call(c) for c in res.tool_calls]
-            if req.return_token_ids:
-                choice["token_ids"] = output.token_ids
+            choice["token_ids"] = output.token_ids if req.return_token_ids else None
+            choice["routed_experts"] = None
             choices.append(choice)
         body: dict[str, Any] = {
             "id": request_id,
@@ -456,12 +468,14 @@ async def chat(
             "choices": choices,
             "service_tier": None,
             "system_fingerprint": None,
-            "usage": usage.as_dict(),
+            "usage": _response_usage(usage),
             "prompt_logprobs": None,
+            "prompt_token_ids": prompt_ids if req.return_token_ids else None,
+            "prompt_text": None,
             "kv_transfer_params": None,
+            "ec_transfer_params": None,
+            "metrics": None,
         }
-        if req.return_token_ids:
-            body["prompt_token_ids"] = prompt_ids
         await send_json(send, 200, body)
         return
 
@@ -475,7 +489,7 @@ async def chat(
             "finish_reason": None,
         }
         event: dict[str, Any] = {**head, "choices": [role]}
-        if req.return_token_ids and output.index == 0:  # as chat.py's stream: with the first chunk
+        if req.return_token_ids:  # on every choice's role chunk, as vLLM (and chat.py) send it
             event["prompt_token_ids"] = prompt_ids
         await sse.event(event)
     if prefix:
