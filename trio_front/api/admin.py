@@ -6,7 +6,6 @@ so they cannot hang and there is nothing to cancel but the response being sent.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +16,7 @@ from prometheus_client.registry import Collector
 
 import trio_front
 from trio_front.engine.client import ClientState
+from trio_front.serving.lora import model_permission
 
 from .errors import APIError
 from .http import Send, send_json
@@ -53,25 +53,7 @@ def _base_card(state: ServerState) -> dict[str, Any]:
         "parent": None,
         # None until the engine registered: it alone knows the effective context length.
         "max_model_len": registration.max_model_len if registration else None,
-        "permission": [_permission()],
-    }
-
-
-def _permission() -> dict[str, Any]:
-    """vLLM's ``ModelPermission`` defaults (one per card, fresh id as vLLM makes it per listing)."""
-    return {
-        "id": f"modelperm-{secrets.token_hex(16)}",
-        "object": "model_permission",
-        "created": int(time.time()),
-        "allow_create_engine": False,
-        "allow_sampling": True,
-        "allow_logprobs": True,
-        "allow_search_indices": False,
-        "allow_view": True,
-        "allow_fine_tuning": False,
-        "organization": "*",
-        "group": None,
-        "is_blocking": False,
+        "permission": [model_permission(int(time.time()))],
     }
 
 

@@ -151,7 +151,7 @@ class LoRARegistry:
                 "root": lora.lora_path,
                 "parent": lora.base_model_name or self.base_names[0],
                 "max_model_len": None,
-                "permission": [_permission(created)],
+                "permission": [model_permission(created)],
             }
             for lora in self.adapters.values()
         ]
@@ -279,8 +279,9 @@ class LoRARegistry:
             self.pending.discard(module.name)
 
 
-def _permission(created: int) -> dict[str, Any]:
-    """vLLM's default ``ModelPermission``."""
+def model_permission(created: int) -> dict[str, Any]:
+    """vLLM's default ``ModelPermission`` (a fresh id per card, as vLLM makes one per listing); the base
+    model's card uses it too (``api/admin.py``)."""
     return {
         "id": f"modelperm-{secrets.token_hex(16)}",
         "object": "model_permission",
