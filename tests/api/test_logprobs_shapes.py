@@ -12,18 +12,16 @@ the top-k, echo with ``max_tokens`` 0 and >0, ``return_tokens_as_token_ids``, on
 from __future__ import annotations
 
 import json
-import os
 import random
 import struct
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.vllm_oracle import run_in_engine_venv
 from trio_front.api import logprobs as lp
 from trio_front.engine import wire
-from trio_front.engine.launch import EngineNotInstalledError, engine_env, find_engine_python
 from trio_front.serving.generation import Chunk
 from trio_front.text.tokenizer import Tokenizer
 
@@ -34,23 +32,11 @@ _CACHE: dict[str, list[Any]] = {}
 
 
 def oracle(cases: list[dict[str, Any]], model: Path = TINY) -> list[Any]:
-    try:
-        python = find_engine_python()
-    except EngineNotInstalledError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"vLLM engine venv not installed: {exc}")
-    payload = json.dumps({"model": str(model), "cases": cases})
-    if payload not in _CACHE:
-        env = engine_env()
-        env["VLLM_LOGGING_LEVEL"] = "ERROR"
-        proc = subprocess.run(
-            [str(python), str(ORACLE)], input=payload, capture_output=True, text=True, env=env, timeout=300
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"oracle failed:\n{proc.stderr[-4000:]}")
-        _CACHE[payload] = json.loads(proc.stdout.strip().splitlines()[-1])
-    answers = _CACHE[payload]
+    payload = {"model": str(model), "cases": cases}
+    key = json.dumps(payload)
+    if key not in _CACHE:
+        _CACHE[key] = run_in_engine_venv([str(ORACLE)], payload)
+    answers = _CACHE[key]
     for answer in answers:
         assert not (isinstance(answer, dict) and "error" in answer), answer
     return answers

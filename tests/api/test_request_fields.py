@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +25,9 @@ import msgspec
 import pytest
 import trio
 
+from tests.vllm_oracle import run_in_engine_venv
 from trio_front.api.models import ChatCompletionRequest, CompletionRequest
 from trio_front.engine import wire
-from trio_front.engine.launch import EngineNotInstalledError, engine_env, find_engine_python
 from trio_front.engine.mock.requests import decode_add
 
 from .conftest import MODEL, Server, start_server
@@ -65,19 +63,7 @@ print(json.dumps(out, default=repr))
 @functools.cache
 def vllm_fields() -> dict[str, dict[str, Any]]:
     """``{"completion"|"chat": {field: {"default": v} | {"required": True} | {"factory": True}}}``."""
-    try:
-        python = find_engine_python()
-    except EngineNotInstalledError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"vLLM engine venv not installed: {exc}")
-    env = engine_env()
-    env["VLLM_LOGGING_LEVEL"] = "ERROR"
-    proc = subprocess.run(
-        [str(python), "-c", _VLLM_FIELDS], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_in_engine_venv(["-c", _VLLM_FIELDS])
 
 
 OUR_MODELS = {"completion": CompletionRequest, "chat": ChatCompletionRequest}

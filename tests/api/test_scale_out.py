@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from typing import Any
 
 import httpx
@@ -13,9 +10,9 @@ import orjson
 import pytest
 import trio
 
+from tests.vllm_oracle import run_in_engine_venv
 from trio_front.api.models import ChatCompletionRequest, structure
 from trio_front.api.scale_out import DISABLED_MESSAGE, ROUTES
-from trio_front.engine.launch import EngineNotInstalledError, engine_env, find_engine_python
 from trio_front.engine.mock import core as mock_core
 from trio_front.engine.mock import eos_seed, mock_token
 
@@ -433,12 +430,6 @@ async def test_abort_requests_ends_a_non_streamed_request_with_its_tokens() -> N
 
 def vllm_sampling_dicts(cases: list[tuple[dict, int]]) -> list[dict]:
     """vLLM 0.32's own ``ChatCompletionRequest.to_sampling_params`` JSON for each (body, max_tokens)."""
-    try:
-        python = find_engine_python()
-    except EngineNotInstalledError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"vLLM engine venv not installed: {exc}")
     script = (
         "import json, sys\n"
         "from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest\n"
@@ -449,18 +440,7 @@ def vllm_sampling_dicts(cases: list[tuple[dict, int]]) -> list[dict]:
         "    out.append(PydanticMsgspecMixin._serialize_msgspec(p))\n"
         "print(json.dumps(out))\n"
     )
-    env = engine_env()
-    env["VLLM_LOGGING_LEVEL"] = "ERROR"
-    proc = subprocess.run(
-        [str(python), "-c", script],
-        input=json.dumps(cases),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_in_engine_venv(["-c", script], cases)
 
 
 RENDER_CASES: list[dict[str, Any]] = [

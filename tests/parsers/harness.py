@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from trio_front.engine.launch import EngineNotInstalledError, engine_env, find_engine_python
+from tests.vllm_oracle import run_in_engine_venv
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "models" / "tiny-llama"
@@ -64,24 +60,11 @@ def vllm_results(
 ) -> list[Any]:
     """vLLM's answer for each case (see ``oracle.py`` for the case shapes). Skips without the engine
     venv locally; in CI (``CI`` set) a missing venv is a failure."""
-    try:
-        python = find_engine_python()
-    except EngineNotInstalledError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"vLLM engine venv not installed: {exc}")
     model = marker_model(tokens, special=special)
-    payload = json.dumps({"model": str(model), "cases": list(cases)})
-    key = hashlib.sha1(payload.encode()).hexdigest()
+    payload = {"model": str(model), "cases": list(cases)}
+    key = hashlib.sha1(json.dumps(payload).encode()).hexdigest()
     if key not in _CACHE:
-        env = engine_env()
-        env["VLLM_LOGGING_LEVEL"] = "ERROR"
-        proc = subprocess.run(
-            [str(python), str(ORACLE)], input=payload, capture_output=True, text=True, env=env, timeout=300
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"oracle failed:\n{proc.stderr[-4000:]}")
-        _CACHE[key] = json.loads(proc.stdout.strip().splitlines()[-1])
+        _CACHE[key] = run_in_engine_venv([str(ORACLE)], payload)
     return _CACHE[key]
 
 

@@ -3,10 +3,8 @@ makes on the mock engine, and every exit path aborting what it started (one ABOR
 
 from __future__ import annotations
 
-import json
 import os
 import struct
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,9 +15,9 @@ import msgspec
 import pytest
 import trio
 
+from tests.vllm_oracle import run_in_engine_venv
 from trio_front.engine import wire
 from trio_front.engine.client import EngineClient, LinkConfig
-from trio_front.engine.launch import EngineNotInstalledError, engine_env, find_engine_python
 from trio_front.engine.mock import MockEngine, MockEngineConfig, run_mock_engine
 from trio_front.engine.mock.rules import logprob_row, mock_token
 from trio_front.serving.beam_search import (
@@ -109,26 +107,8 @@ SCORES = [
 
 @pytest.fixture(scope="module")
 def oracle() -> dict[str, Any]:
-    try:
-        python = find_engine_python()
-    except EngineNotInstalledError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"vLLM engine venv not installed: {exc}")
-    env = engine_env()
-    env["VLLM_LOGGING_LEVEL"] = "ERROR"
-    env["PYTHONPATH"] = str(ORACLE.parent)
-    proc = subprocess.run(
-        [str(python), str(ORACLE)],
-        input=json.dumps({"cases": CASES, "scores": SCORES}),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"oracle failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    payload = {"cases": CASES, "scores": SCORES}
+    return run_in_engine_venv([str(ORACLE)], payload, env={"PYTHONPATH": str(ORACLE.parent)})
 
 
 class FakeTokenizer:

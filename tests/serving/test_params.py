@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
+from tests.vllm_oracle import run_in_engine_venv
 from trio_front.api.errors import APIError
 from trio_front.api.models import ChatCompletionRequest, CompletionRequest, structure
 from trio_front.engine import wire
-from trio_front.engine.launch import EngineNotInstalledError, engine_env, find_engine_python
 from trio_front.serving.params import (
     ModelLimits,
     ParamError,
@@ -83,21 +81,9 @@ def _key(case: dict[str, Any]) -> str:
 def _oracle_answers() -> dict[str, Any]:
     """vLLM's answers for every case of this module, from one engine-venv process (importing vLLM
     takes seconds)."""
-    try:
-        python = find_engine_python()
-    except EngineNotInstalledError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"vLLM engine venv not installed: {exc}")
     cases = all_cases()
-    payload = json.dumps({"model": str(MODEL), "max_logprobs": 20, "cases": cases})
-    env = engine_env()
-    env["VLLM_LOGGING_LEVEL"] = "ERROR"
-    proc = subprocess.run(
-        [str(python), str(ORACLE)], input=payload, capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    answers = json.loads(proc.stdout.strip().splitlines()[-1])
+    payload = {"model": str(MODEL), "max_logprobs": 20, "cases": cases}
+    answers = run_in_engine_venv([str(ORACLE)], payload, timeout=600)
     return {_key(c): a for c, a in zip(cases, answers, strict=True)}
 
 
