@@ -48,7 +48,7 @@ from .disconnect import on_disconnect, unwrap
 from .errors import APIError
 from .http import Send, SSEWriter, chunk_encoder, send_json
 from .models import ChatCompletionRequest, CompletionRequest, VLLMFields
-from .state import ServerState, engine_failure, include_usage, param_error, token_text
+from .state import ServerState, engine_failure, include_usage, param_error, response_usage, token_text
 
 #: Fields vLLM's beam search does not read, with the values that mean "unset" (anything else is a 400).
 _NOT_HONOURED: tuple[tuple[str, tuple[Any, ...]], ...] = (
@@ -227,14 +227,6 @@ def chat_logprobs(
     return {"content": content}
 
 
-def _response_usage(usage: Usage) -> dict[str, Any]:
-    """A non-streamed answer's usage with vLLM's detail keys (null when there is nothing to say)."""
-    body = usage.as_dict()
-    body.setdefault("prompt_tokens_details", None)
-    body.setdefault("completion_tokens_details", None)
-    return body
-
-
 def _usage(results: Sequence[BeamResult]) -> Usage:
     usage = Usage(prompt_tokens=sum(len(r.prompt_ids) for r in results))
     usage.completion_tokens = sum(r.completion_tokens for r in results)
@@ -321,7 +313,7 @@ async def complete(
             "model": model,
             "choices": choices,
             "service_tier": None,
-            "usage": _response_usage(_usage(results)),
+            "usage": response_usage(_usage(results).as_dict()),
             "system_fingerprint": None,
             "kv_transfer_params": None,
             "ec_transfer_params": None,
@@ -468,7 +460,7 @@ async def chat(
             "choices": choices,
             "service_tier": None,
             "system_fingerprint": None,
-            "usage": _response_usage(usage),
+            "usage": response_usage(usage.as_dict()),
             "prompt_logprobs": None,
             "prompt_token_ids": prompt_ids if req.return_token_ids else None,
             "prompt_text": None,

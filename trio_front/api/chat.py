@@ -44,7 +44,7 @@ from .errors import APIError
 from .http import Headers, Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import chat_logprobs, prompt_logprobs_field
 from .models import ChatCompletionRequest, parse_json, structure
-from .state import ServerState, base_request_id, engine_failure, include_usage, param_error
+from .state import ServerState, base_request_id, engine_failure, include_usage, param_error, response_usage
 from .streaming import drive
 
 log = logging.getLogger("trio_front.api")
@@ -327,7 +327,7 @@ async def _complete(
         "choices": choices,
         "service_tier": None,
         "system_fingerprint": None,
-        "usage": _response_usage(_usage(generations)),
+        "usage": response_usage(_usage(generations)),
         "prompt_logprobs": prompt_logprobs_field(state.tokenizer, first.prompt_ids, first.prompt_logprobs)
         if first.params.prompt_logprobs is not None
         else None,
@@ -338,13 +338,6 @@ async def _complete(
         "metrics": None,
     }
     await send_json(send, 200, response)
-
-
-def _response_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    """A non-streamed answer's usage carries vLLM's detail keys, null when there is nothing to say."""
-    usage.setdefault("prompt_tokens_details", None)
-    usage.setdefault("completion_tokens_details", None)
-    return usage
 
 
 def _usage(generations: list[Generation]) -> dict[str, Any]:

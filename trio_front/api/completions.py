@@ -40,7 +40,7 @@ from .errors import APIError
 from .http import Headers, Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import completion_logprobs, echo_completion_logprobs, end_offset, prompt_logprobs_field
 from .models import CompletionRequest, parse_json, structure
-from .state import ServerState, base_request_id, engine_failure, include_usage, param_error
+from .state import ServerState, base_request_id, engine_failure, include_usage, param_error, response_usage
 from .streaming import drive
 
 log = logging.getLogger("trio_front.api")
@@ -293,7 +293,7 @@ async def _complete(
             "model": prepared.model,
             "choices": choices,
             "service_tier": None,
-            "usage": _response_usage(_total_usage(generations, req.n)),
+            "usage": response_usage(_total_usage(generations, req.n)),
             "system_fingerprint": None,
             "kv_transfer_params": None,
             "ec_transfer_params": None,
@@ -393,14 +393,6 @@ async def _stream(
     if usage_wanted:
         await sse.event({**head, "choices": [], "usage": _total_usage(generations, req.n)}, hold=True)
     await sse.done()
-
-
-def _response_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    """A non-streamed answer's usage carries vLLM's detail keys, null when there is nothing to say (its
-    streamed usage event leaves them out)."""
-    usage.setdefault("prompt_tokens_details", None)
-    usage.setdefault("completion_tokens_details", None)
-    return usage
 
 
 def _total_usage(generations: list[Generation], n: int) -> dict[str, Any]:

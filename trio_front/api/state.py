@@ -102,6 +102,14 @@ def base_request_id(body_id: str | None, headers: Headers) -> str:
     return body_id if body_id is not None else secrets.token_hex(16)
 
 
+def response_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """A non-streamed answer's usage carries vLLM's detail keys, null when there is nothing to say (its
+    streamed usage event leaves them out). Completions, chat and beam search share it."""
+    usage.setdefault("prompt_tokens_details", None)
+    usage.setdefault("completion_tokens_details", None)
+    return usage
+
+
 def param_error(exc: ParamError) -> APIError:
     return APIError(400, str(exc), param=exc.param)
 
