@@ -74,6 +74,53 @@ class FrontendConfig:
     enable_scale_out: bool = False
     #: vLLM's ``--enable-server-load-tracking``: ``/load`` counts in-flight generate requests.
     enable_server_load_tracking: bool = False
+    # ---- Deployment flags with vLLM's names and defaults (``config/vllm_args.py`` maps them for ``run``,
+    # ``serve`` and the ``frontend`` drop-in).
+    #: further names the model answers to (vLLM's ``--served-model-name A B``: A is ``served_model_name``)
+    served_model_aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: the tokenizer's directory when it is not the model's (vLLM's ``--tokenizer``)
+    tokenizer: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    #: ``--api-key`` (repeatable) or ``VLLM_API_KEY``: any one of them opens the guarded routes
+    api_keys: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    allowed_methods: tuple[str, ...] = attrs.field(default=("*",), converter=tuple)
+    allowed_headers: tuple[str, ...] = attrs.field(default=("*",), converter=tuple)
+    allow_credentials: bool = False
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_ca_certs: str | None = None
+    #: ``ssl.CERT_NONE`` (0), ``CERT_OPTIONAL`` (1) or ``CERT_REQUIRED`` (2), as vLLM's int flag
+    ssl_cert_reqs: int = 0
+    ssl_ciphers: str | None = None
+    #: serve HTTP on this Unix socket path instead of host:port
+    uds: str | None = None
+    #: the path prefix a proxy strips (ASGI ``root_path``)
+    root_path: str | None = None
+    #: answer every response with ``X-Request-Id`` (the client's, else a fresh uuid4 hex)
+    enable_request_id_headers: bool = False
+    #: one access-log line per request (vLLM's uvicorn access log; ``--disable-uvicorn-access-log``)
+    access_log: bool = True
+    #: the chat response's role (vLLM's ``--response-role``)
+    response_role: str = "assistant"
+    #: ``auto`` (the model's generation_config.json), ``vllm`` (none) or a directory holding one
+    generation_config: str = "auto"
+    #: JSON object of sampling defaults that override the generation config's (``--override-generation-config``)
+    override_generation_config: str | None = None
+    #: seconds SIGTERM lets in-flight requests finish before aborting them (vLLM's; 0 = abort at once)
+    shutdown_timeout: float = 0.0
+    #: let a request's own ``chat_template`` be used (vLLM refuses it otherwise)
+    trust_request_chat_template: bool = False
+    #: HTTP/1.1 limits (vLLM's ``--h11-max-incomplete-event-size`` / ``--h11-max-header-count``)
+    h11_max_incomplete_event_size: int = 4194304
+    h11_max_header_count: int = 256
+    #: idle keep-alive connections close after this many seconds (vLLM's VLLM_HTTP_TIMEOUT_KEEP_ALIVE)
+    http_timeout_keep_alive: float = 5.0
+    #: give up (exit non-zero) if the engine has not registered after this long (VLLM_ENGINE_READY_TIMEOUT_S)
+    engine_ready_timeout: float = 600.0
+    #: ``frontend`` drop-in: inherited sockets (HTTP bound-not-listening; the engines' ZMQ listeners)
+    listen_fd: int | None = None
+    input_fd: int | None = None
+    output_fd: int | None = None
     #: Multi-process scale-out (``workers.py``): this process's client index, whether it owns the
     #: handshake, whether it shares the HTTP port (SO_REUSEPORT) and reports its engine sockets on stdout.
     client_index: int = 0

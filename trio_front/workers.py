@@ -127,6 +127,7 @@ async def _forward_signals(procs: list[trio.Process]) -> None:
 def _dump(config: FrontendConfig) -> str:
     data = attrs.asdict(config)
     data["model"] = str(config.model)
+    data["tokenizer"] = None if config.tokenizer is None else str(config.tokenizer)
     return json.dumps(data)
 
 
