@@ -15,22 +15,23 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import socket
 import time
 from functools import partial
 from pathlib import Path
 
 import attrs
-import hypercorn.config
 import hypercorn.trio
 import trio
 
 from trio_front.api.app import App
+from trio_front.api.middleware import HTTPOptions
 from trio_front.api.state import ServerState
 from trio_front.api.ws import WSOptions
 from trio_front.assistant import AssistantConfig
 from trio_front.engine.client import ClientState, EngineClient, LinkConfig
+from trio_front.listen import hypercorn_config
 from trio_front.serving.lora import LoRAModule, LoRARegistry, StaticLoadError, parse_lora_modules
+from trio_front.serving.sampling_defaults import load_sampling_defaults
 from trio_front.serving.structured import StructuredConfig
 from trio_front.text.chat import ChatRenderer
 from trio_front.text.tokenizer import Tokenizer
@@ -104,7 +105,7 @@ class FrontendConfig:
     response_role: str = "assistant"
     #: ``auto`` (the model's generation_config.json), ``vllm`` (none) or a directory holding one
     generation_config: str = "auto"
-    #: JSON object of sampling defaults that override the generation config's (``--override-generation-config``)
+    #: JSON object of sampling defaults overriding the generation config's (``--override-generation-config``)
     override_generation_config: str | None = None
     #: seconds SIGTERM lets in-flight requests finish before aborting them (vLLM's; 0 = abort at once)
     shutdown_timeout: float = 0.0
@@ -157,9 +158,11 @@ def lora_modules(config: FrontendConfig) -> list[LoRAModule]:
 def build_app(config: FrontendConfig) -> App:
     assistant, structured = assistant_options(config)
     static_loras = lora_modules(config)
-    tokenizer = Tokenizer.from_pretrained(config.model)
+    tokenizer = Tokenizer.from_pretrained(config.tokenizer or config.model)
     renderer = ChatRenderer(tokenizer, default_template=_read_template(config.chat_template))
-    if config.owns_handshake:
+    if config.input_fd is not None and config.output_fd is not None:  # `frontend`: vLLM bound them
+        link = LinkConfig(None, input_fd=config.input_fd, output_fd=config.output_fd)
+    elif config.owns_handshake:
         link = LinkConfig(config.engine_addr)
     else:  # another process owns the handshake; bind our own pair on the engine-facing host
         host = config.bind_host or "127.0.0.1"
@@ -188,19 +191,27 @@ def build_app(config: FrontendConfig) -> App:
         max_logprobs=config.max_logprobs,
         enable_scale_out=config.enable_scale_out,
         track_server_load=config.enable_server_load_tracking,
+        served_model_aliases=config.served_model_aliases,
+        response_role=config.response_role,
+        trust_request_chat_template=config.trust_request_chat_template,
+        sampling_defaults=load_sampling_defaults(
+            config.model, config.generation_config, config.override_generation_config
+        ),
+        http=HTTPOptions(
+            api_keys=config.api_keys,
+            allowed_origins=config.allowed_origins,
+            allowed_methods=config.allowed_methods,
+            allowed_headers=config.allowed_headers,
+            allow_credentials=config.allow_credentials,
+            root_path=config.root_path,
+            enable_request_id_headers=config.enable_request_id_headers,
+            access_log=config.access_log,
+            h11_max_header_count=config.h11_max_header_count,
+        ),
     )
     # Always a registry (empty without --lora-modules): the runtime load endpoint may fill it.
     state.lora = LoRARegistry(engine, (state.served_model_name, state.model_path), static_loras)
     return App(state)
-
-
-def _shared_bind(host: str, port: int) -> str:
-    """A listening socket several worker processes bind together (the kernel balances connections)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return f"fd://{sock.detach()}"
 
 
 def _read_template(value: str | None) -> str | None:
@@ -221,15 +232,7 @@ async def serve_frontend(
 ) -> None:
     """Serve until SIGINT/SIGTERM (or the supervised engine exits); ``started`` gets the bound URLs."""
     app = build_app(config)
-    hconfig = hypercorn.config.Config()
-    bind = f"{config.host}:{config.port}"
-    hconfig.bind = [_shared_bind(config.host, config.port) if config.reuse_port else bind]
-    hconfig.graceful_timeout = config.graceful_timeout
-    hconfig.backlog = 2048
-    hconfig.keep_alive_timeout = 75
-    hconfig.accesslog = None
-    # WebSocket keep-alives are protocol pings, sent by hypercorn; SSE ones are comments (streaming.py).
-    hconfig.websocket_ping_interval = config.keep_alive_interval
+    hconfig = hypercorn_config(config)
     stop = trio.Event()
     startup_failed = False
 

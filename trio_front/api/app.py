@@ -23,7 +23,7 @@ import trio
 
 from trio_front.engine.client import EngineClient
 
-from . import admin, chat, completions, lora, realtime, responses, scale_out, tokenize
+from . import admin, chat, completions, lora, middleware, realtime, responses, scale_out, tokenize
 from .disconnect import ClientDisconnected, run_with_disconnect
 from .errors import APIError
 from .http import Headers, Receive, Scope, Send, read_body, send_error
@@ -79,6 +79,8 @@ class App:
             "/v1/realtime": realtime.handle_websocket,
         }
         self._shutdown = trio.Event()
+        #: keys, CORS, request-id headers and the access log in front of the routes (``middleware/``)
+        self._asgi = middleware.wrap(self._route, state.http)
 
     @property
     def engine(self) -> EngineClient:
@@ -89,6 +91,9 @@ class App:
         self._shutdown.set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._asgi(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)

@@ -10,12 +10,14 @@ import attrs
 from trio_front.assistant import AssistantConfig
 from trio_front.engine.client import ClientState, EngineClient
 from trio_front.serving.params import ModelLimits, ParamError
+from trio_front.serving.sampling_defaults import SamplingDefaults
 from trio_front.serving.structured import StructuredConfig
 from trio_front.text.chat import ChatRenderer
 from trio_front.text.tokenizer import Tokenizer
 
 from .errors import APIError
 from .http import Headers, header
+from .middleware import HTTPOptions
 from .ws.options import WSOptions, WSStats
 
 
@@ -45,6 +47,16 @@ class ServerState:
     server_load: int = 0
     #: LoRA adapters (``serving/lora.py``); ``None`` until configured
     lora: Any = None
+    #: further names of the base model (``--served-model-name A B ...``: B ...)
+    served_model_aliases: tuple[str, ...] = ()
+    #: the chat response's role (``--response-role``)
+    response_role: str = "assistant"
+    #: ``--trust-request-chat-template``: a request may bring its own ``chat_template``
+    trust_request_chat_template: bool = False
+    #: the model's generation-config sampling defaults (``serving/sampling_defaults.py``)
+    sampling_defaults: SamplingDefaults = attrs.Factory(SamplingDefaults)
+    #: keys, CORS, request-id headers, access log (``api/middleware/``)
+    http: HTTPOptions = attrs.Factory(HTTPOptions)
     _limits: ModelLimits | None = None
 
     @property

@@ -95,6 +95,9 @@ class LinkConfig:
     input_addr: str | None = None
     output_addr: str | None = None
     pairs: tuple[tuple[str, str], ...] | None = None
+    #: ``frontend`` drop-in: listening sockets vLLM bound for us (ZMQ ``USE_FD``), instead of addresses
+    input_fd: int | None = None
+    output_fd: int | None = None
     engine_count: int = 1
     ping_interval: float = 5.0
     ping_timeout: float = 30.0
