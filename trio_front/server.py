@@ -54,7 +54,8 @@ class FrontendConfig:
     stream_interval: int = 1
     #: a client (SSE or WebSocket) that leaves one write unread this long is cut off, its requests aborted
     send_timeout: float = 30.0
-    graceful_timeout: float = 5.0
+    #: after the drain and the abort, seconds hypercorn gets to close the connections
+    graceful_timeout: float = 2.0
     allow_version_mismatch: bool = False
     ping_interval: float = 5.0
     ping_timeout: float = 30.0
@@ -230,17 +231,39 @@ async def serve_frontend(
     supervise: EngineSupervisor | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until SIGINT/SIGTERM (or the supervised engine exits); ``started`` gets the bound URLs."""
+    """Serve until SIGINT/SIGTERM (or the supervised engine exits); ``started`` gets the bound URLs.
+
+    A signal stops accepting connections at once; with ``shutdown_timeout`` > 0 in-flight requests then get
+    that long to finish (``/health`` says 503, new requests are refused) before the rest is aborted in one
+    ABORT. A second signal ends the wait. Anything else that ends the server (the engine died, a start-up
+    failure) aborts at once. ``serve``'s engine is stopped only after that, and the whole exit is bounded:
+    vLLM's supervisor kills its frontend ``max(shutdown_timeout, 5)`` seconds after SIGTERM.
+    """
     app = build_app(config)
     hconfig = hypercorn_config(config)
+    # hypercorn's clock starts at the stop trigger: the drain, then a short grace for connections to close.
+    hconfig.graceful_timeout = config.shutdown_timeout + config.graceful_timeout
     stop = trio.Event()
+    drain = False
     startup_failed = False
+    drain_scope = trio.CancelScope()
 
-    def shutdown(reason: str) -> None:
-        if not stop.is_set():
+    def shutdown(reason: str, *, graceful: bool = False) -> None:
+        nonlocal drain
+        if stop.is_set():
+            drain_scope.cancel()  # asked again: stop waiting for in-flight requests
+            return
+        drain = graceful and config.shutdown_timeout > 0
+        if drain:
+            log.info("shutting down: %s; in-flight requests get %g s", reason, config.shutdown_timeout)
+        else:
             log.info("shutting down: %s", reason)
-            app.begin_shutdown()  # aborts every in-flight engine request now
-            stop.set()
+        stop.set()
+
+    def fail(reason: str) -> None:
+        nonlocal startup_failed
+        startup_failed = True
+        shutdown(reason)
 
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=stop.wait))
@@ -250,13 +273,12 @@ async def serve_frontend(
             if supervise is not None:
                 helpers.start_soon(supervise.run, app.engine, shutdown)
             helpers.start_soon(_report_ready, app.engine, binds)
+            helpers.start_soon(_ready_deadline, app.engine, config.engine_ready_timeout, fail)
             if app.state.lora is not None and app.state.lora.static_modules:
 
                 async def load_loras() -> None:
-                    nonlocal startup_failed
                     if not await _load_static_loras(app.state.lora):
-                        startup_failed = True
-                        shutdown("the --lora-modules adapters could not be loaded")
+                        fail("the --lora-modules adapters could not be loaded")
 
                 helpers.start_soon(load_loras)
             if config.report_pair:  # tell the supervisor where the engine must connect (workers.py)
@@ -264,11 +286,29 @@ async def serve_frontend(
                 print(json.dumps({"input": in_addr, "output": out_addr}), flush=True)
             task_status.started(binds)
             await stop.wait()
+            if drain:
+                with drain_scope, trio.move_on_after(config.shutdown_timeout):
+                    await app.drain()
+                left = app.engine.open_requests
+                log.info("drained" if not left else "aborting %d engine request(s) still running", left)
+            app.begin_shutdown()  # aborts every engine request still open, in one ABORT
+            # The helpers (``serve``'s engine supervisor among them) stop only now: the engine outlives the drain.
             helpers.cancel_scope.cancel(reason="server shutdown")
-        # hypercorn now drains connections for graceful_timeout; bound the whole exit.
-        nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout + 5
+        # hypercorn now closes the connections; bound the whole exit.
+        nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout + 1
     if startup_failed:
         raise SystemExit(1)  # like vLLM, whose start-up fails when a static adapter does not load
+
+
+async def _ready_deadline(engine: EngineClient, timeout: float, fail) -> None:  # type: ignore[no-untyped-def]
+    """vLLM's VLLM_ENGINE_READY_TIMEOUT_S: an engine that has not registered by then is a start-up failure."""
+    with trio.move_on_after(timeout):
+        try:
+            await engine.wait_ready()
+        except Exception:
+            pass  # the engine died while starting: that has its own report and shutdown
+        return
+    fail(f"the engine did not register within {timeout:g} s (VLLM_ENGINE_READY_TIMEOUT_S)")
 
 
 async def _load_static_loras(registry: LoRARegistry) -> bool:
@@ -297,10 +337,10 @@ async def _report_ready(engine: EngineClient, binds: list[str]) -> None:
 
 
 async def _watch_signals(shutdown) -> None:  # type: ignore[no-untyped-def]
+    """The first SIGINT/SIGTERM starts a graceful shutdown; a second one ends its drain at once."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
-            shutdown(f"signal {signal.Signals(signum).name}")
-            return
+            shutdown(f"signal {signal.Signals(signum).name}", graceful=True)
 
 
 @attrs.define

@@ -79,7 +79,7 @@ async def run_supervisor(config: FrontendConfig, workers: int) -> int:
             for proc in procs:
                 if proc.returncode is None:
                     proc.send_signal(signal.SIGTERM)
-            with trio.move_on_after(config.graceful_timeout + 10):
+            with trio.move_on_after(config.shutdown_timeout + config.graceful_timeout + 10):
                 for proc in procs:
                     await proc.wait()
             nursery.cancel_scope.cancel()

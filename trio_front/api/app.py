@@ -79,12 +79,23 @@ class App:
             "/v1/realtime": realtime.handle_websocket,
         }
         self._shutdown = trio.Event()
+        #: set by :meth:`drain`: /health says 503 and new POSTs are refused while in-flight ones finish
+        self.draining = False
+        #: POST requests being handled (their streams included)
+        self.in_flight = 0
         #: keys, CORS, request-id headers and the access log in front of the routes (``middleware/``)
         self._asgi = middleware.wrap(self._route, state.http)
 
     @property
     def engine(self) -> EngineClient:
         return self.state.engine
+
+    async def drain(self) -> None:
+        """Refuse new work and return once no POST request and no engine request is in flight (the
+        Realtime/Responses WebSockets' responses are engine requests). The caller bounds the wait."""
+        self.draining = True
+        while self.in_flight or self.engine.open_requests:
+            await trio.sleep(0.02)
 
     def begin_shutdown(self) -> None:
         """Stop the engine link now: every open engine request is aborted and its response ends."""
@@ -139,14 +150,20 @@ class App:
         state = self.state
         tracked_send = _TrackedSend(send)
         try:
+            if self.draining and (method == "POST" or path in ("/health", "/ping")):
+                raise APIError(503, "the server is shutting down", type="ServiceUnavailableError")
             if method == "POST" and path in self.post_routes:
                 handler = self.post_routes[path]
                 body = await read_body(receive)
                 headers = scope["headers"]
-                with self._counted(path):
-                    await run_with_disconnect(
-                        receive, lambda: handler(state, body, tracked_send, headers), send
-                    )
+                self.in_flight += 1
+                try:
+                    with self._counted(path):
+                        await run_with_disconnect(
+                            receive, lambda: handler(state, body, tracked_send, headers), send
+                        )
+                finally:
+                    self.in_flight -= 1
             elif method == "GET" and path in self.get_routes:
                 await self.get_routes[path](state, tracked_send)
             elif method == "GET" and path.startswith(MODEL_PREFIX) and len(path) > len(MODEL_PREFIX):
