@@ -292,7 +292,7 @@ async def serve_frontend(
                 left = app.engine.open_requests
                 log.info("drained" if not left else "aborting %d engine request(s) still running", left)
             app.begin_shutdown()  # aborts every engine request still open, in one ABORT
-            # The helpers (``serve``'s engine supervisor among them) stop only now: the engine outlives the drain.
+            # The helpers (``serve``'s engine supervisor too) stop only now: the engine outlives the drain.
             helpers.cancel_scope.cancel(reason="server shutdown")
         # hypercorn now closes the connections; bound the whole exit.
         nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout + 1
