@@ -46,7 +46,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from . import wire
 from .handshake import serve_handshake, wait_registration
-from .zmq_trio import TrioSocket, last_endpoint, make_socket
+from .zmq_trio import TrioSocket, adopt_listener, last_endpoint, make_socket
 
 log = logging.getLogger("trio_front.engine")
 _MONITOR_IDS = itertools.count()
@@ -348,16 +348,14 @@ class EngineClient:
 
         ``task_status.started()`` fires once every socket is bound, i.e. when an engine may connect. If
         the engine dies, :meth:`run` keeps the dead state and returns; requests then fail fast.
+
+        With ``input_fd``/``output_fd`` (the ``frontend`` drop-in) the pair adopts vLLM's listening
+        sockets instead of binding (and ``engine_addr`` is None: vLLM's supervisor runs the handshake);
+        the engine's registration frame is awaited as usual. Raises ``ValueError`` if an fd is unusable.
         """
         cfg = self.config
-        in_addr, out_addr = cfg.input_addr, cfg.output_addr
-        if in_addr is None or out_addr is None:
-            if cfg.engine_addr is None:
-                raise ValueError("input_addr and output_addr are required without an engine_addr")
-            in_addr, out_addr = default_pair(cfg.engine_addr, cfg.client_index)
+        inp, out = self._bind_pair()
         handshake: TrioSocket | None = None
-        inp = make_socket(self._ctx, zmq.ROUTER, bind=in_addr)
-        out = make_socket(self._ctx, zmq.PULL, bind=out_addr)
         monitors: list[TrioSocket] = []
         try:
             self._input = inp
@@ -405,6 +403,30 @@ class EngineClient:
             if handshake is not None:
                 handshake.close()
             self._input = None
+
+    def _bind_pair(self) -> tuple[TrioSocket, TrioSocket]:
+        """The input ROUTER and output PULL: adopted from inherited fds, or bound to addresses."""
+        cfg = self.config
+        if cfg.input_fd is not None or cfg.output_fd is not None:
+            if cfg.input_fd is None or cfg.output_fd is None:
+                raise ValueError("input_fd and output_fd go together")
+            inp = adopt_listener(self._ctx, zmq.ROUTER, cfg.input_fd)
+            try:
+                return inp, adopt_listener(self._ctx, zmq.PULL, cfg.output_fd)
+            except BaseException:
+                inp.close()
+                raise
+        in_addr, out_addr = cfg.input_addr, cfg.output_addr
+        if in_addr is None or out_addr is None:
+            if cfg.engine_addr is None:
+                raise ValueError("input_addr and output_addr are required without an engine_addr")
+            in_addr, out_addr = default_pair(cfg.engine_addr, cfg.client_index)
+        inp = make_socket(self._ctx, zmq.ROUTER, bind=in_addr)
+        try:
+            return inp, make_socket(self._ctx, zmq.PULL, bind=out_addr)
+        except BaseException:
+            inp.close()
+            raise
 
     async def _handshake(self, sock: TrioSocket, init: wire.HandshakeInit) -> None:
         await serve_handshake(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 
 import trio
 import zmq
@@ -186,6 +187,93 @@ def make_socket(
     if bind is not None and bind.startswith("ipc://"):
         wrapped.ipc_files.append(bind[len("ipc://") :])
     return wrapped
+
+
+#: vLLM's libzmq buffer policy (``network_utils._get_zmq_socket_buffer_size``): 512 MiB on a host with more
+#: than 32 GiB of RAM of which more than 16 GiB is available, else the OS default (-1).
+_LARGE_BUFFER = 512 * 1024**2
+_LARGE_BUFFER_MIN_TOTAL = 32 * 1024**3
+_LARGE_BUFFER_MIN_AVAILABLE = 16 * 1024**3
+
+
+def vllm_buffer_size() -> int:
+    """The ``SO_RCVBUF``/``SO_SNDBUF`` vLLM gives its engine sockets (-1: leave the OS default)."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo if ":" in line)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, ValueError, KeyError):  # not Linux: psutil's answer is not worth a dependency
+        return -1
+    return (
+        _LARGE_BUFFER if total > _LARGE_BUFFER_MIN_TOTAL and available > _LARGE_BUFFER_MIN_AVAILABLE else -1
+    )
+
+
+def listener_endpoint(fd: int) -> str:
+    """The ZMQ endpoint of an inherited, listening stream socket: ``ipc://PATH`` for AF_UNIX,
+    ``tcp://IP:PORT`` (``tcp://[IP]:PORT`` for IPv6) for INET.
+
+    Raises ``ValueError`` naming *fd* if it is not a listening stream socket of those families (a
+    wrong fd number would otherwise make libzmq fail obscurely, or adopt an unrelated socket). The fd
+    stays open and owned by the caller.
+    """
+    try:
+        probe = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ValueError(f"fd {fd} is not a socket: {exc}") from None
+    try:
+        if probe.type != socket.SOCK_STREAM:
+            raise ValueError(f"fd {fd} is not a stream socket")
+        if not probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise ValueError(f"fd {fd} is not listening (vLLM hands over listening sockets)")
+        name = probe.getsockname()
+        if probe.family == socket.AF_UNIX:
+            if isinstance(name, bytes):  # Linux's abstract namespace: libzmq spells it ipc://@NAME
+                if len(name) < 2 or not name.startswith(b"\0"):
+                    raise ValueError(f"fd {fd} is an unnamed Unix socket; ZMQ needs an address")
+                return f"ipc://@{name[1:].decode()}"
+            if not name:
+                raise ValueError(f"fd {fd} is an unnamed Unix socket; ZMQ needs an address")
+            return f"ipc://{name}"
+        if probe.family == socket.AF_INET:
+            return f"tcp://{name[0]}:{name[1]}"
+        if probe.family == socket.AF_INET6:
+            return f"tcp://[{name[0]}]:{name[1]}"
+        raise ValueError(
+            f"fd {fd} has address family {probe.family!r}; expected AF_UNIX, AF_INET or AF_INET6"
+        )
+    finally:
+        probe.detach()  # the fd is not ours to close: libzmq adopts it next
+
+
+def adopt_listener(ctx: zmq.Context, kind: int, fd: int, *, linger: int = 0) -> TrioSocket:
+    """A ZMQ socket of *kind* (ROUTER or PULL) that takes over the listening socket *fd* (``ZMQ_USE_FD``)
+    and binds to the endpoint it already has, with vLLM's options (``make_zmq_socket(listener=...)``):
+    HWM 0, and vLLM's buffer sizes.
+
+    libzmq owns *fd* from here on (closing the socket closes it). An adopted ipc:// file is *not*
+    removed on close: the process that bound it (vLLM's supervisor) cleans its listeners up, and
+    libzmq itself never unlinks a path it did not bind. Raises ``ValueError`` if *fd* is unusable.
+    """
+    endpoint = listener_endpoint(fd)
+    sock = ctx.socket(kind)
+    try:
+        buf_size = vllm_buffer_size()
+        sock.setsockopt(zmq.LINGER, linger)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.RCVBUF, buf_size)
+        if kind == zmq.ROUTER:  # ROUTER silently drops at the HWM; PULL does not send
+            sock.setsockopt(zmq.SNDHWM, 0)
+            sock.setsockopt(zmq.SNDBUF, buf_size)
+        sock.setsockopt(zmq.USE_FD, fd)
+        if endpoint.startswith("tcp://["):
+            sock.setsockopt(zmq.IPV6, 1)
+        sock.bind(endpoint)
+    except BaseException:
+        sock.close(linger=0)
+        raise
+    return TrioSocket(sock)
 
 
 def last_endpoint(sock: TrioSocket) -> str:
