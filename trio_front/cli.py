@@ -98,108 +98,12 @@ async def _cancel_on_signal(signals, scope) -> None:  # type: ignore[no-untyped-
         return
 
 
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def _add_frontend_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--served-model-name", help="model name clients use (default: the model directory's name)")
-    p.add_argument("--host", default="127.0.0.1", help="HTTP bind host (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    p.add_argument(
-        "--keep-alive-interval",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="send SSE/WebSocket keep-alives after this many idle seconds (default off)",
-    )
-    p.add_argument(
-        "--stream-interval",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="stream tokens N at a time (the first and the last at once), like vLLM's --stream-interval; "
-        "fewer, bigger events cost less CPU (default 1: every engine step)",
-    )
-    p.add_argument(
-        "--send-timeout",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="cut off a client (streamed response or WebSocket) that leaves one write unread this long, "
-        "aborting its engine requests (default 30)",
-    )
-    p.add_argument("--graceful-timeout", type=float, default=5.0, help="seconds to drain on shutdown")
-    p.add_argument("--chat-template", help="a chat template (file path, name, or Jinja source)")
-    p.add_argument(
-        "--allow-engine-version-mismatch",
-        action="store_true",
-        help="warn instead of refusing an engine whose vLLM minor version is not 0.32",
-    )
-    p.add_argument(
-        "--ping-interval", type=float, default=5.0, help="seconds between engine liveness pings (0 disables)"
-    )
-    g = p.add_argument_group("tool calling, reasoning and structured outputs (vLLM's flags)")
-    g.add_argument(
-        "--enable-auto-tool-choice",
-        action="store_true",
-        help="extract the model's own tool calls for tool_choice 'auto' (needs --tool-call-parser)",
-    )
-    g.add_argument("--tool-call-parser", metavar="NAME", help="the model family's tool-call format")
-    g.add_argument(
-        "--reasoning-parser",
-        metavar="NAME",
-        help="split reasoning from content; `serve` passes it to the engine too (so structured outputs "
-        "apply after the reasoning), with `run` give the engine the same flag",
-    )
-    g.add_argument(
-        "--exclude-tools-when-tool-choice-none",
-        action="store_true",
-        help="do not render tools into the prompt when tool_choice is 'none'",
-    )
-    g.add_argument(
-        "--structured-outputs-config",
-        metavar="JSON",
-        help='e.g. \'{"backend": "guidance", "disable_any_whitespace": true}\'; must agree with the '
-        "engine's own (`serve` passes it to the engine)",
-    )
-    g = p.add_argument_group("request surface (vLLM's flags)")
-    g.add_argument(
-        "--max-logprobs",
-        type=int,
-        default=20,
-        metavar="N",
-        help="largest logprobs / top_logprobs / prompt_logprobs a request may ask for, -1 for the vocabulary "
-        "(default 20, as vLLM; `serve` passes it to the engine)",
-    )
-    g.add_argument(
-        "--lora-modules",
-        nargs="+",
-        default=[],
-        metavar="NAME=PATH|JSON",
-        help="LoRA adapters to load at start-up: name=path, or JSON "
-        '{"name": ..., "path": ..., "base_model_name": ...}; the engine needs --enable-lora',
-    )
-    g.add_argument(
-        "--enable-scale-out",
-        action="store_true",
-        help="serve /v1/completions/render, /v1/chat/completions/render, /inference/v1/generate and "
-        "/inference/v1/abort_requests (403 otherwise, as vLLM)",
-    )
-    g.add_argument(
-        "--enable-server-load-tracking",
-        action="store_true",
-        help="count in-flight generate requests for GET /load",
-    )
-    p.add_argument(
-        "--ping-timeout",
-        type=float,
-        default=30.0,
-        help="declare the engine dead if a ping gets no answer for this long",
-    )
+    """The flags ``run`` and ``serve`` share: vLLM's (``flags/options.py``) and trio-front's own."""
+    from .flags.options import add_own_options, add_vllm_options
+
+    add_vllm_options(p)
+    add_own_options(p)
 
 
 def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -227,7 +131,9 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_worker_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("worker", help=argparse.SUPPRESS)  # started by `run --workers N`
+    # Started by `run --workers N`; no help= so that it is not listed (argparse would print
+    # "worker ==SUPPRESS==" for help=SUPPRESS).
+    p = subparsers.add_parser("worker")
     p.add_argument("--config-json", required=True)
     p.set_defaults(handler=_run_worker)
 
@@ -261,33 +167,21 @@ def _add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _frontend_config(args: argparse.Namespace, engine_addr: str, model: str) -> object:
+    """FrontendConfig for ``run`` / ``serve``: vLLM's flags through the table (``flags/``), then ours.
+    Raises SystemExit naming the flag for a value trio-front cannot take."""
     from pathlib import Path
 
+    from .flags.options import frontend_fields
     from .server import FrontendConfig
 
     return FrontendConfig(
         engine_addr=engine_addr,
         model=Path(model).resolve(),
-        served_model_name=args.served_model_name,
-        host=args.host,
-        port=args.port,
-        keep_alive_interval=args.keep_alive_interval,
-        stream_interval=args.stream_interval,
+        **frontend_fields(args),
         send_timeout=args.send_timeout,
-        graceful_timeout=args.graceful_timeout,
         allow_version_mismatch=args.allow_engine_version_mismatch,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
-        chat_template=args.chat_template,
-        enable_auto_tool_choice=args.enable_auto_tool_choice,
-        tool_call_parser=args.tool_call_parser,
-        reasoning_parser=args.reasoning_parser,
-        exclude_tools_when_tool_choice_none=args.exclude_tools_when_tool_choice_none,
-        structured_outputs_config=args.structured_outputs_config,
-        max_logprobs=args.max_logprobs,
-        lora_modules=tuple(args.lora_modules),
-        enable_scale_out=args.enable_scale_out,
-        enable_server_load_tracking=args.enable_server_load_tracking,
     )
 
 
@@ -334,20 +228,29 @@ def _serve(args: argparse.Namespace) -> int:
     port = args.engine_port or pick_free_port()
     config = _frontend_config(args, f"tcp://127.0.0.1:{port}", str(model))
     _check_config(config)
+    engine_args = _engine_args(args)
+    supervisor = EngineSupervisor(model.resolve(), "127.0.0.1", port, tuple(engine_args))
+    trio.run(partial(serve_frontend, config, supervise=supervisor))
+    return 0
+
+
+def _engine_args(args: argparse.Namespace) -> list[str]:
+    """``serve``: the ``vllm serve`` arguments of its engine: ``--engine-arg``s, and the flags the engine
+    needs too: it gates grammars on the reasoning parser, compiles them with its own structured-outputs
+    backend and tokenizer, caps logprobs itself, and loads adapters only with --enable-lora."""
     engine_args = list(args.engine_arg)
-    # The engine needs these too: it gates grammars on the reasoning parser, and compiles them with its
-    # own structured-outputs backend.
+    given = {a.split("=")[0].replace("_", "-") for a in engine_args if a.startswith("--")}
     if args.reasoning_parser:
         engine_args.append(f"--reasoning-parser={args.reasoning_parser}")
     if args.structured_outputs_config:
         engine_args.append(f"--structured-outputs-config={args.structured_outputs_config}")
     if args.max_logprobs != 20:
         engine_args.append(f"--max-logprobs={args.max_logprobs}")
-    if args.lora_modules and not any(a.split("=")[0] == "--enable-lora" for a in engine_args):
+    if args.tokenizer and "--tokenizer" not in given:
+        engine_args.append(f"--tokenizer={args.tokenizer}")
+    if args.lora_modules and "--enable-lora" not in given:
         engine_args.append("--enable-lora")
-    supervisor = EngineSupervisor(model.resolve(), "127.0.0.1", port, tuple(engine_args))
-    trio.run(partial(serve_frontend, config, supervise=supervisor))
-    return 0
+    return engine_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -364,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from .flags.options import vllm_spellings
+
+    args = build_parser().parse_args(vllm_spellings(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

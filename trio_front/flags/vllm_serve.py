@@ -165,7 +165,12 @@ def _structured_outputs_config(value: Any) -> dict[str, Any]:
     the keys left at vLLM's defaults; the keys trio-front lacks are refused."""
     if value is None:
         return {"structured_outputs_config": None}
-    data = json.loads(value) if isinstance(value, str) else value
+    data = value
+    if isinstance(value, str):
+        try:
+            data = json.loads(value)
+        except ValueError:  # StructuredConfig.from_json says what is wrong, naming the flag
+            return {"structured_outputs_config": value}
     if not isinstance(data, dict):
         raise ValueError("expected a JSON object")
     data = dict(data)
