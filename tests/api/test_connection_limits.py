@@ -267,11 +267,12 @@ async def test_slowloris_is_cut_after_keep_alive_and_a_stream_runs_on() -> None:
     async with listening() as server:
         baseline = await stream_completion(server, tokens)
         closed_after: list[float] = []
-        async with trio.open_nursery() as nursery:
-            for _ in range(50):
-                nursery.start_soon(slow_client, port_of(server), closed_after, 0.2)
-            await trio.sleep(1.0)
-            during = await stream_completion(server, tokens)
+        with trio.fail_after(keep_alive + 30):  # clients the server never closes would wait forever
+            async with trio.open_nursery() as nursery:
+                for _ in range(50):
+                    nursery.start_soon(slow_client, port_of(server), closed_after, 0.2)
+                await trio.sleep(1.0)
+                during = await stream_completion(server, tokens)
         expected = server.expected_text(PROMPT, tokens)
         for streamed in (baseline, during):
             assert streamed.text == expected and streamed.completion_tokens == tokens
@@ -296,15 +297,16 @@ async def test_idle_connection_flood_does_not_stall_the_engine_link() -> None:
         baseline = await stream_completion(server, tokens)
         silent: list[float] = []
         kept: list[float] = []
-        async with trio.open_nursery() as nursery:
-            for i in range(320):
-                if i < 300:
-                    nursery.start_soon(idle_client, port_of(server), silent, False)
-                else:
-                    nursery.start_soon(idle_client, port_of(server), kept, True)
-            await trio.sleep(0.5)
-            during = await stream_completion(server, tokens)
-            assert not silent  # the stream finished while every idle connection was still open
+        with trio.fail_after(keep_alive + 30):
+            async with trio.open_nursery() as nursery:
+                for i in range(320):
+                    if i < 300:
+                        nursery.start_soon(idle_client, port_of(server), silent, False)
+                    else:
+                        nursery.start_soon(idle_client, port_of(server), kept, True)
+                await trio.sleep(0.5)
+                during = await stream_completion(server, tokens)
+                assert not silent  # the stream finished while every idle connection was still open
         assert during.text == server.expected_text(PROMPT, tokens) and during.completion_tokens == tokens
         print(
             f"\nidle flood: 300 silent connections closed after {min(silent):.2f}..{max(silent):.2f} s, "
