@@ -90,7 +90,7 @@ def add_vllm_options(p: argparse.ArgumentParser) -> list[str]:
     add(g, "--served-model-name", nargs="+", type=_optional(str), default=None, metavar="NAME",
         help="names clients use for the model, the first one in responses (default: the model directory's "
         "name)")  # fmt: skip
-    add(g, "--tokenizer", type=_optional(str), default=None, metavar="DIR",
+    add(g, "--tokenizer", default=None, metavar="DIR",
         help="the tokenizer's directory, when it is not the model's")  # fmt: skip
     add(g, "--chat-template", type=_optional(str), default=None,
         help="a chat template: file path, or the template itself")  # fmt: skip
