@@ -176,6 +176,26 @@ async def test_request_head_size_limit() -> None:
         assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
 
 
+async def test_a_stalled_request_body_gets_408(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hypercorn times out only the request head; a body that stops arriving must not hold the request
+    for ever (``http.py::read_body``). Nothing reaches the engine."""
+    monkeypatch.setattr("trio_front.api.http.BODY_STALL_TIMEOUT", 0.5)
+    async with listening() as server:
+        with trio.fail_after(10):
+            stream = await trio.open_tcp_stream("127.0.0.1", port_of(server))
+            head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            await stream.send_all(head + b"Content-Length: 100\r\n\r\n" + b'{"prompt": ')
+            answer = b""
+            while chunk := await stream.receive_some(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer and b"}" in answer:
+                    break
+            await stream.aclose()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"stalled" in answer
+        assert server.mock.log.named("add") == []
+
+
 @attrs.define
 class Streamed:
     text: str

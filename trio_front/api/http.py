@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+import trio
 
 from . import direct_body
 from .direct_body import DirectBody
@@ -36,12 +37,24 @@ SSE_HEADERS = [
 log = logging.getLogger("trio_front.api")
 
 
-async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
-    """Read the whole request body; 413 past *limit* bytes; :class:`ClientDisconnected` if the client left."""
+#: A request body that stalls this long between two chunks gets 408: a client trickling its body must
+#: not hold a connection (and a request slot) for ever; hypercorn only times out the request head.
+BODY_STALL_TIMEOUT = 30.0
+
+
+async def read_body(
+    receive: Receive, limit: int = MAX_BODY_BYTES, stall_timeout: float | None = None
+) -> bytes:
+    """Read the whole request body; 413 past *limit* bytes; 408 if no chunk arrives for *stall_timeout*
+    seconds; :class:`ClientDisconnected` if the client left."""
     parts: list[bytes] = []
     size = 0
+    stall_timeout = BODY_STALL_TIMEOUT if stall_timeout is None else stall_timeout
     while True:
-        message = await receive()
+        with trio.move_on_after(stall_timeout) as stalled:
+            message = await receive()
+        if stalled.cancelled_caught:
+            raise APIError(408, f"the request body stalled for {stall_timeout:g} s")
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
         chunk = message.get("body", b"")
