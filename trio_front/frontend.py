@@ -15,7 +15,8 @@ ZMQ connections, starts the engines, runs their start-up handshake itself, and s
 Contract with the supervisor: a flag we do not honour but that changes what clients see makes us exit
 non-zero with one line naming it (vLLM then tears everything down); harmless unknown keys get one warning.
 We listen at once and answer ``/health`` 503 until the engine registered on the input socket. SIGTERM
-(vLLM's shutdown) drains for ``shutdown_timeout`` and exits 0 inside vLLM's ``max(shutdown_timeout, 5)`` s;
+(vLLM's shutdown) drains for ``shutdown_timeout`` (shortened to end :data:`KILL_WINDOW_MARGIN` s before
+vLLM's SIGKILL, which comes ``max(shutdown_timeout, 5)`` s after SIGTERM), aborts the rest and exits 0;
 an engine that has not registered within ``engine_ready_timeout_secs`` is a start-up failure (non-zero).
 """
 
@@ -38,6 +39,12 @@ TOKENIZER_PATTERNS: tuple[str, ...] = ("*.json", "*.jinja", "*.model", "*.tiktok
 
 #: Exit status for a refused flag or unusable argument (argparse's own usage-error status).
 EXIT_REFUSED = 2
+
+#: vLLM SIGKILLs its frontend ``max(shutdown_timeout, 5)`` s after SIGTERM (``_shutdown_subprocesses``). The
+#: drain ends this long before that, leaving room for the abort, hypercorn closing the connections
+#: (:data:`CLOSE_TIMEOUT`, plus serve_frontend's 1 s hard bound) and the process exit.
+KILL_WINDOW_MARGIN = 2.0
+CLOSE_TIMEOUT = 0.5
 
 
 class RefusedError(Exception):
@@ -102,7 +109,7 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
     """
     from .engine.zmq_trio import listener_endpoint
     from .flags.args_json import from_args_json
-    from .listen import inherited_socket
+    from .listen import inherited_socket, tls_context
     from .server import FrontendConfig, assistant_options, lora_modules
 
     # Wrong fds would fail later, deep in hypercorn or libzmq: check them first, naming the flag.
@@ -162,6 +169,7 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
             )
     except (OSError, ValueError) as exc:
         raise RefusedError(str(exc)) from None
+    fields.update(_fit_kill_window(float(fields.get("shutdown_timeout", 0.0))))
     # vLLM's served name defaults to the model as given (a hub id or a path), not a directory's name.
     if not fields.get("served_model_name"):
         fields["served_model_name"] = str(model_tag)
@@ -176,9 +184,25 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
         )
         assistant_options(config)  # unknown parser names, a bad structured-outputs config
         lora_modules(config)
+        tls_context(config)  # missing or unreadable certificate files, a key without a certificate
     except (TypeError, ValueError) as exc:
         raise RefusedError(str(exc)) from None
     return config
+
+
+def _fit_kill_window(shutdown_timeout: float) -> dict[str, float]:
+    """The drain and close budgets that end inside vLLM's kill window (see :data:`KILL_WINDOW_MARGIN`)."""
+    window = max(shutdown_timeout, 5.0)
+    drain = max(0.0, min(shutdown_timeout, window - KILL_WINDOW_MARGIN))
+    if drain < shutdown_timeout:
+        log.info(
+            "--shutdown-timeout %g: in-flight requests get %g s, so the exit fits inside the %g s vLLM "
+            "gives its frontend before killing it",
+            shutdown_timeout,
+            drain,
+            window,
+        )
+    return {"shutdown_timeout": drain, "graceful_timeout": CLOSE_TIMEOUT}
 
 
 def _refused_topology(args: argparse.Namespace) -> list[str]:

@@ -66,7 +66,7 @@ class Supervisor:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
-    async def start_engine(self, nursery: trio.Nursery) -> None:
+    async def start_engine(self, nursery: trio.Nursery, step_ms: float = 2) -> None:
         """The supervisor's engine handshake (HELLO → INIT naming our listeners → READY) and the engine."""
         init = wire.HandshakeInit(
             addresses=wire.EngineAddresses(
@@ -80,7 +80,7 @@ class Supervisor:
                 await serve_handshake(handshake, init)
 
         nursery.start_soon(run_handshake)
-        await nursery.start(run_mock_engine, MockEngineConfig(self.handshake_addr, step_ms=2))
+        await nursery.start(run_mock_engine, MockEngineConfig(self.handshake_addr, step_ms=step_ms))
 
     async def wait_exit(self, timeout: float) -> int:
         assert self.proc is not None
@@ -213,6 +213,30 @@ async def test_dropin_serves_the_engine_vllm_started(directory: Path, procs: lis
     assert len(warnings) == 1 and "WARNING" in warnings[0], sup.stderr
     # libzmq never unlinks a path it did not bind, and we must not either: vLLM cleans its listeners up.
     assert Path(sup.input_path).exists() and Path(sup.output_path).exists()  # noqa: ASYNC240
+
+
+async def test_dropin_drain_fits_vllms_kill_window(directory: Path, procs: list[Supervisor]) -> None:
+    """``--shutdown-timeout 5``: vLLM SIGKILLs its frontend ``max(5, 5)`` s after SIGTERM, so a stream that
+    would outlast the drain is drained for most of the window, then aborted, and we exit 0 inside it."""
+    sup = await launch(directory, {"shutdown_timeout": 5})
+    procs.append(sup)
+    async with trio.open_nursery() as nursery, httpx.AsyncClient(base_url=sup.url, timeout=20) as client:
+        await sup.start_engine(nursery, step_ms=20)  # 1500 tokens: 30 s
+        await wait_health(client, 200)
+        body = {"model": str(MODEL), "prompt": "x", "max_tokens": 1500, "stream": True, "ignore_eos": True}
+        async with client.stream("POST", "/v1/completions", json=body) as response:
+            lines = response.aiter_lines()
+            assert (await lines.__anext__()).startswith("data: ")
+            sigterm = time.monotonic()
+            sup.proc.send_signal(signal.SIGTERM)
+            async for _ in lines:  # still streaming while the drain runs, until the abort ends it
+                pass
+            streamed_for = time.monotonic() - sigterm
+        assert await sup.wait_exit(timeout=10) == 0, sup.stderr
+        took = time.monotonic() - sigterm
+        nursery.cancel_scope.cancel()
+    assert streamed_for > 2, f"no drain: the stream ended {streamed_for:.1f} s after SIGTERM"
+    assert took < 5, f"exit {took:.1f} s after SIGTERM: vLLM would have SIGKILLed us at 5 s"
 
 
 _AUTH_LANDED = importlib.util.find_spec("trio_front.api.middleware.auth") is not None
@@ -428,3 +452,17 @@ def test_build_config_refuses_a_zmq_fd_that_is_not_listening(directory: Path) ->
         http.bind(("127.0.0.1", 0))
         with pytest.raises(RefusedError, match=f"--input-listener-fd: fd {http.fileno()} is not listening"):
             build_config(_namespace(http, http, out, BASE_ARGS), {})
+
+
+def test_build_config_refuses_a_missing_certificate_naming_the_flag(directory: Path) -> None:
+    """`vllm serve --ssl-keyfile K --ssl-certfile C` with C missing: one line, before anything starts."""
+    (directory / "key.pem").write_text("not used")
+    with (
+        socket.socket() as http,
+        _listening(socket.AF_UNIX, str(directory / "in")) as inp,
+        _listening(socket.AF_UNIX, str(directory / "out")) as out,
+    ):
+        http.bind(("127.0.0.1", 0))
+        args = {**BASE_ARGS, "ssl_keyfile": str(directory / "key.pem"), "ssl_certfile": "/no/cert.pem"}
+        with pytest.raises(RefusedError, match="--ssl-certfile"):
+            build_config(_namespace(http, inp, out, args), {})

@@ -55,12 +55,20 @@ class DropIn:
         # binary, "frontend", six flag/value pairs, "--args-json", then the JSON (which has spaces)
         return match.group(1).split(" ", 15)
 
-    def group_alive(self) -> bool:
-        try:
-            os.killpg(self.process.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+    def live_members(self) -> list[int]:
+        """pids of the process group still running (zombies, dead but not yet reaped by init, excluded)."""
+        live = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                # /proc/PID/stat: "pid (comm) state ppid pgrp ...", comm may hold spaces and parentheses
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.process.pid and fields[0] != "Z":
+                live.append(int(entry.name))
+        return live
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +149,13 @@ def test_sigterm_to_vllm_serve_leaves_nothing_behind(dropin: DropIn) -> None:
     os.kill(process.pid, signal.SIGTERM)  # the leader only, as a service manager would
     rc = process.wait(SHUTDOWN_WINDOW)
     leader_gone = time.monotonic() - began
-    while dropin.group_alive() and time.monotonic() - began < SHUTDOWN_WINDOW:
+    while dropin.live_members() and time.monotonic() - began < SHUTDOWN_WINDOW:
         time.sleep(0.05)
     tree_gone = time.monotonic() - began
     print(
         f"SIGTERM → vllm serve exited (rc {rc}) after {leader_gone:.1f} s, tree gone after {tree_gone:.1f} s"
     )
-    assert not dropin.group_alive(), "a process of vllm serve's tree outlived it"
+    assert not dropin.live_members(), "a process of vllm serve's tree outlived it"
     log = process.read_log()
     assert "trio-front frontend stopped cleanly (exit status 0)" in log, log[-3000:]
     # vLLM's RustFrontendProcessManager SIGKILLs a frontend still alive max(shutdown_timeout, 5) s after
