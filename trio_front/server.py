@@ -332,8 +332,12 @@ async def _report_ready(engine: EngineClient, binds: list[str]) -> None:
     except Exception:
         return
     url = binds[0] if binds else ""
-    log.info("engine ready; try: curl %s/v1/completions -H 'Content-Type: application/json' "
-             "-d '{\"prompt\": \"def hello(\", \"max_tokens\": 16}'", url)  # fmt: skip
+    curl = f"curl {url}"
+    if "://unix:" in url:  # hypercorn's name for a Unix socket bind: curl needs the path apart
+        scheme, path = url.split("://unix:", 1)
+        curl = f"curl --unix-socket {path} {scheme}://localhost"
+    log.info("engine ready; try: %s/v1/completions -H 'Content-Type: application/json' "
+             "-d '{\"prompt\": \"def hello(\", \"max_tokens\": 16}'", curl)  # fmt: skip
 
 
 async def _watch_signals(shutdown) -> None:  # type: ignore[no-untyped-def]
