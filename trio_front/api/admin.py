@@ -42,10 +42,10 @@ async def health(state: ServerState, send: Send) -> None:
         await send_json(send, 503, {"status": engine.state.value, "detail": reason})
 
 
-def _base_card(state: ServerState) -> dict[str, Any]:
+def _base_card(state: ServerState, name: str) -> dict[str, Any]:
     registration = state.engine.registration
     return {
-        "id": state.served_model_name,
+        "id": name,
         "object": "model",
         "created": STARTED,
         "owned_by": "vllm",
@@ -58,8 +58,10 @@ def _base_card(state: ServerState) -> dict[str, Any]:
 
 
 def model_cards(state: ServerState) -> list[dict[str, Any]]:
-    """The base model's card, then one per LoRA adapter (``state.lora.cards(created)``, when configured)."""
-    cards = [_base_card(state)]
+    """vLLM's ``show_available_models``: one base card per served name (``--served-model-name A B``: A,
+    then B, all with the model path as ``root``), then one per LoRA adapter (``state.lora.cards(created)``,
+    when configured; their ``parent`` is the first name unless the adapter named another)."""
+    cards = [_base_card(state, name) for name in state.served_model_names]
     if state.lora is not None:
         cards.extend(state.lora.cards(STARTED))
     return cards

@@ -407,7 +407,8 @@ async def chat(
         return
 
     tok = state.tokenizer
-    prefix = chat_api._echo_prefix(req)
+    role = state.chat_role(req.add_generation_prompt, req.messages)  # vLLM's get_chat_request_role
+    prefix = chat_api._echo_prefix(req, role)
     hide_logprobs = not req.include_reasoning and setup.reasoning is not None  # as vLLM
     usage = _usage([result])
     reasoning_tokens: list[int] = []
@@ -435,7 +436,7 @@ async def chat(
             choice: dict[str, Any] = {
                 "index": output.index,
                 "message": {
-                    "role": "assistant",
+                    "role": role,
                     "content": chat_api._message_content(choice_setup, out, prefix),
                     "refusal": None,
                     "annotations": None,
@@ -474,13 +475,13 @@ async def chat(
     # Streamed: what vLLM's stream generator makes of the one final output.
     encode = chunk_encoder(head)
     for output, *_ in parsed:
-        role = {
+        role_choice = {
             "index": output.index,
-            "delta": {"role": "assistant", "content": ""},
+            "delta": {"role": role, "content": ""},
             "logprobs": None,
             "finish_reason": None,
         }
-        event: dict[str, Any] = {**head, "choices": [role]}
+        event: dict[str, Any] = {**head, "choices": [role_choice]}
         if req.return_token_ids:  # on every choice's role chunk, as vLLM (and chat.py) send it
             event["prompt_token_ids"] = prompt_ids
         await sse.event(event)

@@ -93,6 +93,7 @@ async def prepare(
     if req.add_generation_prompt and req.continue_final_message:
         raise APIError(400, "Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
     state.check_engine()
+    state.check_chat_template(req.chat_template, req.chat_template_kwargs)
     try:
         rendered = state.renderer.render(
             req.messages,
@@ -184,9 +185,10 @@ def _generations(
     return generations, setups
 
 
-def _echo_prefix(req: ChatCompletionRequest) -> str:
+def _echo_prefix(req: ChatCompletionRequest, role: str) -> str:
+    """vLLM's ``echo``: the last message's text when it has the answer's *role*."""
     last = req.messages[-1] if req.echo and req.messages else None
-    if isinstance(last, dict) and last.get("role") == "assistant" and isinstance(last.get("content"), str):
+    if isinstance(last, dict) and last.get("role") == role and isinstance(last.get("content"), str):
         return last["content"]
     return ""
 
@@ -195,7 +197,7 @@ async def handle(state: ServerState, body: bytes, send: Send, headers: Headers =
     req = structure(parse_json(body), ChatCompletionRequest)
     usage_wanted = include_usage(req.stream_options)
     generation, request_id, setup = await prepare(state, req, stream=req.stream, headers=headers)
-    model = req.model or state.served_model_name
+    model = state.response_model(generation.lora_request)
     log.debug("chat %s: %d prompt tokens, n=%d", request_id, len(generation.prompt_ids), req.n)
     if req.use_beam_search:
         await beam.chat(
@@ -274,6 +276,7 @@ async def _complete(
 ) -> None:
     chunks: list[list[Chunk]] = [[] for _ in generations]
     outs = [setup.output() for setup in setups]
+    role = state.chat_role(req.add_generation_prompt, req.messages)
 
     async def on_chunk(index: int, _gen: Generation, chunk: Chunk) -> None:
         chunks[index].append(chunk)
@@ -295,8 +298,8 @@ async def _complete(
             )
         result = out.result
         message = {
-            "role": "assistant",
-            "content": _message_content(setup, out, _echo_prefix(req)),
+            "role": role,
+            "content": _message_content(setup, out, _echo_prefix(req, role)),
             "refusal": None,
             "annotations": None,
             "audio": None,
@@ -366,6 +369,7 @@ async def _stream(
 ) -> None:
     sse = SSEWriter(send, send_timeout=state.send_timeout)
     outs = [setup.output() for setup in setups]
+    role = state.chat_role(req.add_generation_prompt, req.messages)
     first = generations[0]
     head: dict[str, Any] = {
         "id": request_id,
@@ -379,7 +383,7 @@ async def _stream(
             "choices": [
                 {
                     "index": index,
-                    "delta": {"role": "assistant", "content": ""},
+                    "delta": {"role": role, "content": ""},
                     "logprobs": None,
                     "finish_reason": None,
                 }
@@ -388,7 +392,7 @@ async def _stream(
         if req.return_token_ids:  # on every choice's role chunk, as vLLM sends it
             event["prompt_token_ids"] = first.prompt_ids
         await sse.event(event)
-    prefix = [_echo_prefix(req)] * len(generations)
+    prefix = [_echo_prefix(req, role)] * len(generations)
     encode = chunk_encoder(head)
     as_ids = bool(req.return_tokens_as_token_ids)
     single = len(generations) == 1

@@ -99,6 +99,18 @@ class Prepared:
     lora_request: wire.LoRARequest | None = None
 
 
+#: ``CompletionRequest.max_tokens``' default in vLLM (and in ``models.py``)
+DEFAULT_MAX_TOKENS = 16
+
+
+def normalize_null_max_tokens(req: CompletionRequest) -> None:
+    """vLLM's ``normalize_null_max_tokens`` validator: an explicit ``"max_tokens": null`` is the default
+    16, so a completion never runs to the end of the context (nor takes a generation config's
+    ``max_new_tokens``) because a client sent null."""
+    if req.max_tokens is None:
+        req.max_tokens = DEFAULT_MAX_TOKENS
+
+
 def _echo_without_generation(req: CompletionRequest) -> bool:
     """vLLM's ``echo`` with ``max_tokens: 0``: the engine runs one step (for the prompt logprobs), and the
     token it samples is not shown."""
@@ -109,6 +121,7 @@ async def prepare(state: ServerState, req: CompletionRequest, headers: Headers =
     """Validate and tokenize a completions request; nothing is sent to the engine. Raises
     :class:`APIError`. Also used by ``/v1/completions/render``."""
     lora = state.resolve_lora(req.model)
+    normalize_null_max_tokens(req)
     try:
         refuse_unsupported(req)
     except ParamError as exc:
@@ -173,8 +186,8 @@ async def prepare(state: ServerState, req: CompletionRequest, headers: Headers =
             text = tok.decode(ids, skip_special_tokens=False)
         prepared.append(PreparedPrompt(ids, text, params, text_params))
     request_id = f"cmpl-{base_request_id(req.request_id, headers)}"
-    model = req.model or state.served_model_name
-    return Prepared(request_id, model, prepared, lora)
+    # vLLM's model_name(lora_request): the adapter's name, else the first served name
+    return Prepared(request_id, state.response_model(lora), prepared, lora)
 
 
 async def handle(state: ServerState, body: bytes, send: Send, headers: Headers = ()) -> None:

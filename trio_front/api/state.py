@@ -63,22 +63,68 @@ class ServerState:
     def limits(self) -> ModelLimits:
         if self._limits is None:
             self._limits = ModelLimits.from_tokenizer(
-                self.tokenizer, self.engine.max_model_len, max_logprobs=self.max_logprobs
+                self.tokenizer,
+                self.engine.max_model_len,
+                max_logprobs=self.max_logprobs,
+                sampling=self.sampling_defaults,
             )
         return self._limits
 
+    @property
+    def served_model_names(self) -> tuple[str, ...]:
+        """Every name of the base model (``--served-model-name A B ...``), the first one first."""
+        return (self.served_model_name, *self.served_model_aliases)
+
+    def response_model(self, lora_request: Any = None) -> str:
+        """The ``model`` of a response: vLLM's ``OpenAIServingModels.model_name`` — the adapter's name
+        for a LoRA request, else the *first* served name, whichever base name the request used."""
+        if lora_request is not None:
+            return str(lora_request.lora_name)
+        return self.served_model_name
+
     def check_model(self, requested: str | None) -> None:
-        """Pass for the base model's names and registered LoRA adapters; 503 for a ``--lora-modules``
-        adapter not loaded yet, else 404."""
-        if requested is not None and requested not in (self.served_model_name, self.model_path):
+        """Pass for no model, the base model's names (and its path, a trio-front extension) and registered
+        LoRA adapters; 503 for a ``--lora-modules`` adapter not loaded yet, else vLLM's 404 (which lists
+        the served names)."""
+        if requested and requested not in self.served_model_names and requested != self.model_path:
             if self.lora is not None:
                 if self.lora.resolve(requested) is not None:
                     return
                 if self.lora.is_pending(requested):
                     raise APIError(503, f"the LoRA adapter `{requested}` is still loading; retry shortly")
+            names = ", ".join(self.served_model_names)
             raise APIError(
-                404, f"The model `{requested}` does not exist.", param="model", type="NotFoundError"
+                404,
+                f"The model `{requested}` does not exist. Valid aliases: {names}.",
+                param="model",
+                type="NotFoundError",
             )
+
+    def check_chat_template(
+        self, chat_template: str | None, chat_template_kwargs: dict[str, Any] | None
+    ) -> None:
+        """vLLM's ``validate_chat_template``: without ``--trust-request-chat-template`` a request may not
+        bring its own template (``chat_template``, or ``chat_template_kwargs.chat_template``): a 400."""
+        if self.trust_request_chat_template:
+            return
+        kwargs_template = isinstance(chat_template_kwargs, dict) and (
+            chat_template_kwargs.get("chat_template") is not None
+        )
+        if chat_template is not None or kwargs_template:
+            raise APIError(
+                400,
+                "Chat template is passed with request, but --trust-request-chat-template is not set. "
+                "Refused request with untrusted chat template.",
+            )
+
+    def chat_role(self, add_generation_prompt: bool, messages: list[Any]) -> str:
+        """vLLM's ``get_chat_request_role``: ``--response-role`` when the prompt asks for a new turn, else
+        the role of the last message (the answer continues it)."""
+        if add_generation_prompt:
+            return self.response_role
+        last = messages[-1] if messages else None
+        role = last.get("role") if isinstance(last, dict) else None
+        return role if isinstance(role, str) else self.response_role
 
     def resolve_lora(self, requested: str | None) -> Any:
         """The ``wire.LoRARequest`` for a registered adapter name, ``None`` for the base model; 404 for

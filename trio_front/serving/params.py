@@ -31,6 +31,7 @@ import attrs
 import msgspec
 
 from trio_front.engine import wire
+from trio_front.serving.sampling_defaults import SamplingDefaults
 from trio_front.text.detokenizer import TextParams
 from trio_front.text.tokenizer import Tokenizer
 
@@ -95,33 +96,39 @@ class ModelLimits:
     vocab_size: int
     eos_token_id: int | None
     generation_eos_ids: tuple[int, ...] = ()
-    #: Sampling defaults from generation_config.json (vLLM's ``--generation-config auto``).
+    #: The server's sampling defaults, vLLM's ``default_sampling_params`` (``serving/sampling_defaults.py``:
+    #: ``--generation-config`` / ``--override-generation-config``); a request field left unset takes them.
     defaults: dict[str, Any] = attrs.field(factory=dict)
     #: ``--max-logprobs``; ``-1`` means the vocabulary size.
     max_logprobs: int = MAX_LOGPROBS
     #: vLLM's side for ``truncate_prompt_tokens`` when the request names none: its ``get_tokenizer``
     #: passes ``truncation_side="left"`` for generative models, whatever tokenizer_config.json says.
     truncation_side: str = "left"
+    #: vLLM's ``override_max_tokens``: caps every request's ``max_tokens`` (:class:`SamplingDefaults`).
+    override_max_tokens: int | None = None
 
     @classmethod
     def from_tokenizer(
-        cls, tokenizer: Tokenizer, max_model_len: int, *, max_logprobs: int = MAX_LOGPROBS
+        cls,
+        tokenizer: Tokenizer,
+        max_model_len: int,
+        *,
+        max_logprobs: int = MAX_LOGPROBS,
+        sampling: SamplingDefaults | None = None,
     ) -> ModelLimits:
+        """The limits of *tokenizer*'s model; *sampling* are the server's sampling defaults (none: vLLM's
+        own; the tokenizer's folder is not where ``--generation-config`` points)."""
         files = tokenizer.files
-        gen = files.generation_config or {}
-        defaults = {
-            k: gen[k]
-            for k in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
-            if isinstance(gen.get(k), (int, float)) and not isinstance(gen.get(k), bool)
-        }
+        sampling = sampling or SamplingDefaults()
         vocab = max(files.vocab_size or 0, tokenizer.max_token_id + 1)
         return cls(
             max_model_len,
             vocab,
             tokenizer.eos_token_id,
             tuple(files.generation_eos_token_ids),
-            defaults,
+            dict(sampling.values),
             max_logprobs=max_logprobs,
+            override_max_tokens=sampling.override_max_tokens,
         )
 
     @property
@@ -129,8 +136,15 @@ class ModelLimits:
         return self.vocab_size if self.max_logprobs == -1 else self.max_logprobs
 
 
-def check_prompt(prompt_len: int, limits: ModelLimits, max_tokens: int | None) -> int:
-    """Validate the prompt length; return the effective ``max_tokens`` (vLLM's default: what fits)."""
+def check_prompt(
+    prompt_len: int, limits: ModelLimits, max_tokens: int | None, *, apply_defaults: bool = True
+) -> int:
+    """Validate the prompt length and the request's *max_tokens*; return the effective ``max_tokens``.
+
+    That is vLLM's ``get_max_tokens``: the smallest of what fits (``max_model_len - prompt_len``), the
+    request's value or, when it has none, the server default's ``max_tokens`` (a generation config's
+    ``max_new_tokens``), and ``limits.override_max_tokens``. *apply_defaults* ``False`` leaves the
+    server defaults out (only what fits, or the request's value)."""
     if prompt_len == 0:
         raise ParamError("The decoder prompt cannot be empty", "prompt")
     room = limits.max_model_len - prompt_len
@@ -140,18 +154,20 @@ def check_prompt(prompt_len: int, limits: ModelLimits, max_tokens: int | None) -
             f"has {prompt_len} input tokens. Please reduce the length of the input messages.",
             "input_tokens",
         )
-    if max_tokens is None:
-        return room
-    if max_tokens < 1:
-        raise ParamError(f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens")
-    if max_tokens > room:
-        raise ParamError(
-            f"'max_tokens' is too large: {max_tokens}. This model's maximum context length is "
-            f"{limits.max_model_len} tokens and your request has {prompt_len} input tokens "
-            f"({max_tokens} > {limits.max_model_len} - {prompt_len}).",
-            "max_tokens",
-        )
-    return max_tokens
+    if max_tokens is not None:
+        if max_tokens < 1:
+            raise ParamError(f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens")
+        if max_tokens > room:
+            raise ParamError(
+                f"'max_tokens' is too large: {max_tokens}. This model's maximum context length is "
+                f"{limits.max_model_len} tokens and your request has {prompt_len} input tokens "
+                f"({max_tokens} > {limits.max_model_len} - {prompt_len}).",
+                "max_tokens",
+            )
+    if not apply_defaults:
+        return room if max_tokens is None else max_tokens
+    wanted = max_tokens if max_tokens is not None else limits.defaults.get("max_tokens")
+    return min(v for v in (room, wanted, limits.override_max_tokens) if v is not None)
 
 
 def truncate_prompt(
@@ -513,8 +529,10 @@ def build_params(
     repetition = (
         req.repetition_penalty if req.repetition_penalty is not None else d.get("repetition_penalty", 1.0)
     )
-    presence = req.presence_penalty or 0.0
-    frequency = req.frequency_penalty or 0.0
+    presence = req.presence_penalty if req.presence_penalty is not None else d.get("presence_penalty", 0.0)
+    frequency = (
+        req.frequency_penalty if req.frequency_penalty is not None else d.get("frequency_penalty", 0.0)
+    )
     samples = req.n if n is None else n
 
     # The protocol validators first (vLLM runs them before building SamplingParams).

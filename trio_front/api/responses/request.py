@@ -59,6 +59,8 @@ class ResponsesRequest(SamplingFields):
     prompt: Any = None
     top_logprobs: int | None = None
     generate: bool | None = None  # WebSocket mode: false = only set up the context (warm-up)
+    #: vLLM's field; read only for its trust check (:meth:`ServerState.check_chat_template`), then refused
+    chat_template_kwargs: Any = None
 
 
 @attrs.define(eq=False)
@@ -115,6 +117,12 @@ def check_supported(req: ResponsesRequest, *, websocket: bool) -> None:
         )
     if req.generate is False and not websocket:
         raise APIError(400, "generate: false is only supported in WebSocket mode", param="generate")
+    if req.chat_template_kwargs:
+        raise APIError(
+            400,
+            "chat_template_kwargs is not supported by trio-front on /v1/responses",
+            param="chat_template_kwargs",
+        )
 
 
 def _assistant(
@@ -162,9 +170,13 @@ async def plan(
 ) -> Plan:
     """Validate *req*, render and tokenize it (after *history*); raise a 400/404/503 :class:`APIError`."""
     state.check_model(req.model)
+    # vLLM refuses an untrusted template (in chat_template_kwargs) before anything else about the input
+    kwargs = req.chat_template_kwargs
+    state.check_chat_template(None, kwargs if isinstance(kwargs, dict) else None)
     check_supported(req, websocket=websocket)
     messages = input_messages(req.input, history or ())
-    model = req.model or state.served_model_name
+    # vLLM's model_name(lora_request): the adapter's name, else the first served name
+    model = state.response_model(state.resolve_lora(req.model))
     setup, render_tools, echo = _assistant(state, req)
     if req.generate is False:
         return Plan(req, response_id, model, messages, None, None, echo)
