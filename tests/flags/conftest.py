@@ -56,10 +56,17 @@ ARGVS: dict[str, list[str]] = {
         "--return-tokens-as-token-ids", "--tokenizer-mode", "mistral", "--enable-ssl-refresh",
         "--disable-fastapi-docs", "--chat-template-content-format", "openai",
         "--structured-outputs-config", '{"enable_in_reasoning": true}',
+        "--hf-overrides", '{"vocab_size": 10}',
     ],
     "harmless_values": [
         "models/tiny-llama", "--tokenizer-mode", "hf", "--runner", "generate", "--fingerprint-mode", "none",
-        "--uvicorn-log-level", "warning",
+        "--uvicorn-log-level", "warning", "--hf-overrides", '{"rope_theta": 100000}',
+    ],
+    # JSON-object flags given key by key (FlexibleArgumentParser's dotted arguments)
+    "dotted": [
+        "models/tiny-llama", "--structured-outputs-config.backend", "guidance",
+        "--override-generation-config.temperature", "0.5", "--override_generation_config.top_k=5",
+        "--structured_outputs_config.disable_any_whitespace", "true",
     ],
     # parser corner cases: a repeated --api-key (the last one wins), underscores, =, None, --no-
     "spellings": [
@@ -69,7 +76,7 @@ ARGVS: dict[str, list[str]] = {
     ],
 }  # fmt: skip
 
-SHARED = ("security", "assistant", "spellings")
+SHARED = ("security", "assistant", "spellings", "dotted")
 
 
 @pytest.fixture(scope="session")

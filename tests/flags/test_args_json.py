@@ -96,6 +96,7 @@ def test_refused_and_ignored_are_reported(vllm: dict[str, Any]) -> None:
         "--chat-template-content-format",
         "--data-parallel-size",
         "--enable-ssl-refresh",
+        "--hf-overrides",
         "--middleware",
         "--return-tokens-as-token-ids",
         "--structured-outputs-config",

@@ -231,9 +231,49 @@ def frontend_fields(args: argparse.Namespace, environ: Mapping[str, str] = os.en
 
 
 _LONG_OPTION = re.compile(r"^--[^=.]*")
+#: the JSON-object flags whose keys vLLM also takes one by one (``--override-generation-config.top_k 5``)
+_DOTTED = ("--override-generation-config", "--structured-outputs-config")
 
 
 def vllm_spellings(argv: Sequence[str]) -> list[str]:
-    """vLLM's FlexibleArgumentParser accepts ``--flag_name`` for ``--flag-name``; so do we."""
-    return [_LONG_OPTION.sub(lambda m: m.group(0).replace("_", "-"), a) if a.startswith("--") else a
+    """What vLLM's FlexibleArgumentParser accepts besides argparse's own: ``--flag_name`` for
+    ``--flag-name``, and a JSON-object flag's keys given one by one (``--structured-outputs-config.backend
+    guidance``, nested with more dots, ``key+ a,b`` for a list; a value is JSON if it parses, else a
+    string), merged into one ``--flag JSON`` placed last (so it wins over a whole-object one, as in vLLM).
+    """
+    out: list[str] = []
+    dotted: dict[str, dict[str, Any]] = {}
+    args = [_LONG_OPTION.sub(lambda m: m.group(0).replace("_", "-"), a) if a.startswith("--") else a
             for a in argv]  # fmt: skip
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        name, _, rest = arg.partition(".")
+        if name not in _DOTTED or not rest:
+            out.append(arg)
+            continue
+        if "=" in rest:
+            path, text = rest.split("=", 1)
+        elif i < len(args):
+            path, text = rest, args[i]
+            i += 1
+        else:
+            out.append(arg)  # argparse reports the missing value
+            continue
+        if path.endswith("+"):
+            path, text = path[:-1], json.dumps(text.split(","))
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        *parents, leaf = path.split(".")
+        node = dotted.setdefault(name, {})
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[leaf] = value
+    for name, value in dotted.items():
+        out += [name, json.dumps(value)]
+    return out

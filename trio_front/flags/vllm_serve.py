@@ -325,6 +325,12 @@ _REFUSED: list[Flag] = [
     _refused("convert", "auto", "only generative models are served", ok=_in("none")),
     _refused("io_processor_plugin", None, "IO processor plugins are not supported"),
     _refused("hf_config_path", None, "trio-front reads the model directory's own configs"),
+    _refused(
+        "hf_overrides",
+        {},
+        "trio-front reads vocab_size from the model directory's config.json",
+        ok=lambda v: isinstance(v, dict) and not {"vocab_size", "text_config"} & set(v),
+    ),
     _refused("chat_template_content_format", "auto", "only the auto content format is supported"),
     _refused("default_chat_template_kwargs", None, _UNTIL_LANDED, ok=_in({}, None)),
     _refused("cohere_format", "cmd4", "Cohere prompt formats are not supported"),
@@ -416,7 +422,7 @@ data_parallel_supervisor_port dp_supervisor_probe_interval_s dp_supervisor_probe
 dp_supervisor_probe_failure_threshold
 trust_remote_code dtype seed code_revision max_model_len quantization quantization_config
 allow_deprecated_quantization enforce_eager logprobs_mode use_fp64_gumbel disable_sliding_window
-disable_cascade_attn config_format hf_overrides model_class_overrides pooler_config enable_sleep_mode
+disable_cascade_attn config_format model_class_overrides pooler_config enable_sleep_mode
 sleep_mode_offload_cudagraph sleep_preserve_parameter_names enable_cumem_allocator enable_nccl_comm_suspend
 model_impl
 load_format safetensors_load_strategy safetensors_prefetch_num_threads safetensors_prefetch_block_size
