@@ -1,0 +1,247 @@
+"""vLLM's deployment settings around the model, end to end through the mock engine: several
+``--served-model-name`` names, ``--response-role``, ``--trust-request-chat-template`` and the generation
+config's sampling defaults (the params each engine request carries, seen by a spy on the engine client)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import trio
+
+from .conftest import MODEL, Server, start_server
+
+NAMES = {"served_model_name": "first", "served_model_aliases": ("second", "third")}
+MSG = [{"role": "user", "content": "hi"}]
+UNTRUSTED = (
+    "Chat template is passed with request, but --trust-request-chat-template is not set. Refused request "
+    "with untrusted chat template."
+)
+
+
+@asynccontextmanager
+async def running(frontend: dict[str, Any] | None = None, **mock: Any) -> AsyncIterator[Server]:
+    async with trio.open_nursery() as nursery:
+        yield await start_server(nursery, frontend=frontend, **mock)
+        nursery.cancel_scope.cancel()
+
+
+async def post(server: Server, path: str, body: dict[str, Any]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        return await client.post(
+            path, content=orjson.dumps(body), headers={"content-type": "application/json"}
+        )
+
+
+async def sse(server: Server, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    events = []
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        async with client.stream("POST", path, json=body) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    events.append(orjson.loads(line[6:]))
+    return events
+
+
+def record_params(server: Server) -> list[Any]:
+    """Every engine request's SamplingParams, as the engine client sends them."""
+    sent: list[Any] = []
+    engine = server.app.engine
+    generate = engine.generate
+
+    def spy(prompt_ids: list[int], params: Any, **kwargs: Any) -> Any:
+        sent.append(params)
+        return generate(prompt_ids, params, **kwargs)
+
+    engine.generate = spy  # type: ignore[method-assign]
+    return sent
+
+
+# --------------------------------------------------------------------------------------------------
+# --served-model-name A B C
+
+
+async def test_models_lists_a_card_per_served_name() -> None:
+    async with running(NAMES) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            cards = (await client.get("/v1/models")).json()["data"]
+            one = (await client.get("/v1/models/third")).json()
+        assert [c["id"] for c in cards] == ["first", "second", "third"]
+        assert all(c["root"] == str(MODEL) and c["parent"] is None for c in cards)
+        assert one["id"] == "third"
+
+
+async def test_every_name_is_accepted_and_answers_with_the_first() -> None:
+    """vLLM's responses carry ``models.model_name()`` (the first name), not the name the client sent."""
+    async with running(NAMES) as server:
+        for name in ("first", "second", "third", None):
+            extra = {} if name is None else {"model": name}
+            r = await post(server, "/v1/completions", {"prompt": "x", "max_tokens": 2, **extra})
+            assert r.status_code == 200 and r.json()["model"] == "first", r.text
+            r = await post(server, "/v1/chat/completions", {"messages": MSG, "max_tokens": 2, **extra})
+            assert r.status_code == 200 and r.json()["model"] == "first", r.text
+            r = await post(server, "/v1/responses", {"input": "hi", "max_output_tokens": 2, **extra})
+            assert r.status_code == 200 and r.json()["model"] == "first", r.text
+        chunks = await sse(
+            server,
+            "/v1/chat/completions",
+            {"messages": MSG, "max_tokens": 2, "stream": True, "model": "third"},
+        )
+        assert chunks and {c["model"] for c in chunks} == {"first"}
+
+
+async def test_an_unknown_name_is_vllms_404_listing_the_names() -> None:
+    async with running(NAMES) as server:
+        r = await post(server, "/v1/chat/completions", {"messages": MSG, "model": "fourth"})
+        assert r.status_code == 404
+        assert r.json()["error"] == {
+            "message": "The model `fourth` does not exist. Valid aliases: first, second, third.",
+            "type": "NotFoundError",
+            "param": "model",
+            "code": 404,
+        }
+        assert server.adds() == []
+
+
+# --------------------------------------------------------------------------------------------------
+# --response-role
+
+
+async def test_response_role_in_plain_and_streamed_chat() -> None:
+    async with running({"response_role": "bot"}) as server:
+        r = await post(server, "/v1/chat/completions", {"messages": MSG, "max_tokens": 2})
+        assert r.json()["choices"][0]["message"]["role"] == "bot"
+        chunks = await sse(
+            server, "/v1/chat/completions", {"messages": MSG, "max_tokens": 2, "stream": True, "n": 2}
+        )
+        roles = [c["choices"][0]["delta"].get("role") for c in chunks if c["choices"]]
+        assert roles[:2] == ["bot", "bot"] and set(roles[2:]) == {None}
+        beam = {"messages": MSG, "max_tokens": 2, "use_beam_search": True, "n": 2}
+        r = await post(server, "/v1/chat/completions", beam)
+        assert {c["message"]["role"] for c in r.json()["choices"]} == {"bot"}
+
+
+async def test_without_a_generation_prompt_the_role_is_the_last_messages() -> None:
+    """vLLM's ``get_chat_request_role``: the answer continues the last message; with ``echo`` that
+    message's text (its role equals the answer's) is echoed."""
+    async with running({"response_role": "bot"}) as server:
+        messages = [*MSG, {"role": "critic", "content": "Well"}]
+        body = {"messages": messages, "max_tokens": 2, "add_generation_prompt": False, "echo": True}
+        r = await post(server, "/v1/chat/completions", body)
+        assert r.status_code == 200, r.text
+        message = r.json()["choices"][0]["message"]
+        assert message["role"] == "critic" and message["content"].startswith("Well")
+        chunks = await sse(server, "/v1/chat/completions", {**body, "stream": True})
+        assert chunks[0]["choices"][0]["delta"] == {"role": "critic", "content": ""}
+
+
+# --------------------------------------------------------------------------------------------------
+# --trust-request-chat-template
+
+
+TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+
+
+async def test_a_request_template_is_refused_unless_trusted() -> None:
+    async with running() as server:
+        for extra in ({"chat_template": TEMPLATE}, {"chat_template_kwargs": {"chat_template": TEMPLATE}}):
+            r = await post(server, "/v1/chat/completions", {"messages": MSG, "max_tokens": 2, **extra})
+            assert r.status_code == 400
+            assert r.json()["error"] == {
+                "message": UNTRUSTED,
+                "type": "BadRequestError",
+                "param": None,
+                "code": 400,
+            }
+        r = await post(
+            server, "/v1/responses", {"input": "hi", "chat_template_kwargs": {"chat_template": TEMPLATE}}
+        )
+        assert r.status_code == 400 and r.json()["error"]["message"] == UNTRUSTED
+        # other kwargs are not a template
+        r = await post(
+            server,
+            "/v1/chat/completions",
+            {"messages": MSG, "max_tokens": 2, "chat_template_kwargs": {"x": 1}},
+        )
+        assert r.status_code == 200, r.text
+        assert len(server.adds()) == 1
+    async with running({"trust_request_chat_template": True}) as server:
+        r = await post(
+            server, "/v1/chat/completions", {"messages": MSG, "max_tokens": 2, "chat_template": TEMPLATE}
+        )
+        assert r.status_code == 200, r.text
+        tok = server.app.state.tokenizer
+        # the request's template rendered the prompt: just the message text (chat adds no BOS)
+        assert server.mock.log.named("add")[-1]["prompt_tokens"] == len(
+            tok.encode("hi", add_special_tokens=False)
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# generation-config sampling defaults, end to end
+
+QWEN = {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05, "max_new_tokens": 40}
+
+
+def qwen_like(tmp_path: Path) -> Path:
+    target = tmp_path / "qwen-like"
+    shutil.copytree(MODEL, target)
+    base = json.loads((MODEL / "generation_config.json").read_text())
+    (target / "generation_config.json").write_text(json.dumps({**base, **QWEN}))
+    return target
+
+
+async def test_qwen_like_defaults_reach_the_engine(tmp_path: Path) -> None:
+    async with running(model=qwen_like(tmp_path)) as server:
+        sent = record_params(server)
+        r = await post(server, "/v1/chat/completions", {"messages": MSG})
+        assert r.status_code == 200, r.text
+        p = sent[-1]
+        assert (p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.max_tokens) == (
+            0.7,
+            0.8,
+            20,
+            1.05,
+            40,
+        )
+        assert server.mock.log.named("add")[-1]["max_tokens"] == 40
+        r = await post(
+            server, "/v1/chat/completions", {"messages": MSG, "temperature": 0.2, "max_tokens": 60}
+        )
+        p = sent[-1]
+        assert (p.temperature, p.top_k, p.max_tokens) == (0.2, 20, 60)  # the request wins where it speaks
+        await post(server, "/v1/completions", {"prompt": "x"})
+        assert (sent[-1].temperature, sent[-1].max_tokens) == (0.7, 16)  # completions' own max_tokens
+        r = await post(server, "/v1/responses", {"input": "hi"})
+        assert r.status_code == 200, r.text
+        assert (sent[-1].top_p, sent[-1].max_tokens) == (0.8, 40)
+        r = await post(
+            server,
+            "/v1/chat/completions",
+            {"messages": MSG, "use_beam_search": True, "n": 2, "max_tokens": 2},
+        )
+        assert r.status_code == 200, r.text
+        assert {p.temperature for p in sent[-2:]} == {0.7}  # beam steps: only the temperature applies
+        assert {p.top_k for p in sent[-2:]} == {0}
+
+
+async def test_generation_config_vllm_and_the_override(tmp_path: Path) -> None:
+    model = qwen_like(tmp_path)
+    frontend = {
+        "generation_config": "vllm",
+        "override_generation_config": '{"top_k": 5, "max_new_tokens": 9}',
+    }
+    async with running(frontend, model=model) as server:
+        sent = record_params(server)
+        r = await post(server, "/v1/chat/completions", {"messages": MSG, "max_tokens": 30})
+        assert r.status_code == 200, r.text
+        p = sent[-1]
+        # vllm: the file is ignored; the override's max_new_tokens caps even an explicit max_tokens
+        assert (p.temperature, p.top_p, p.top_k, p.max_tokens) == (1.0, 1.0, 5, 9)
