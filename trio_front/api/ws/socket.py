@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -187,7 +187,11 @@ async def serve_socket(
     stats.sockets_total += 1
     sock: Socket | None = None
     try:
-        await send({"type": "websocket.accept"})
+        accept: dict[str, Any] = {"type": "websocket.accept"}
+        subprotocol = select_subprotocol(scope.get("subprotocols") or ())
+        if subprotocol is not None:
+            accept["subprotocol"] = subprotocol
+        await send(accept)
         async with trio.open_nursery() as nursery:
             sock = Socket(state, nursery, send, state.ws_options, stats)
             nursery.start_soon(sock._write)
@@ -202,6 +206,22 @@ async def serve_socket(
             stats.coalesced_deltas_total += sock.outbox.coalesced
             stats.outbox_high_water = max(stats.outbox_high_water, sock.outbox.high_water)
             sock.outbox.close()
+
+
+#: subprotocols we select when a client offers them. A browser cannot set headers on a WebSocket, so for
+#: OpenAI's Realtime API it offers ``["realtime", "openai-insecure-api-key.<key>", ...]`` (the key is read
+#: by ``middleware/auth.py``), and browsers fail a handshake whose answer selects none of the offered
+#: subprotocols: OpenAI's server answers ``realtime``, as we do. vLLM accepts without any.
+SUBPROTOCOLS = ("realtime",)
+
+
+def select_subprotocol(offered: Sequence[str]) -> str | None:
+    """The subprotocol to accept: the first of :data:`SUBPROTOCOLS` the client offered, else none (never
+    the key-carrying ``openai-insecure-api-key.*``, which would echo the key)."""
+    for protocol in offered:
+        if protocol in SUBPROTOCOLS:
+            return protocol
+    return None
 
 
 async def _deny(scope: Scope, send: Send, error: APIError) -> None:
