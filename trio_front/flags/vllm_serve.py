@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import enum
 import json
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
-
-log = logging.getLogger("trio_front.flags")
 
 
 class Kind(enum.Enum):
