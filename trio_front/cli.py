@@ -254,6 +254,8 @@ def _engine_args(args: argparse.Namespace) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import frontend
+
     parser = argparse.ArgumentParser(
         prog="trio-front", description="An OpenAI-compatible frontend for vLLM on trio"
     )
@@ -261,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_parser(subparsers)
     _add_serve_parser(subparsers)
+    frontend.add_parser(subparsers)  # the drop-in `vllm serve` launches (frontend.py)
     _add_mock_engine_parser(subparsers)
     _add_worker_parser(subparsers)
     return parser
