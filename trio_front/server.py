@@ -76,7 +76,7 @@ class FrontendConfig:
     enable_scale_out: bool = False
     #: vLLM's ``--enable-server-load-tracking``: ``/load`` counts in-flight generate requests.
     enable_server_load_tracking: bool = False
-    # ---- Deployment flags with vLLM's names and defaults (``config/vllm_args.py`` maps them for ``run``,
+    # ---- Deployment flags with vLLM's names and defaults (``trio_front/flags/`` maps them for ``run``,
     # ``serve`` and the ``frontend`` drop-in).
     #: further names the model answers to (vLLM's ``--served-model-name A B``: A is ``served_model_name``)
     served_model_aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
