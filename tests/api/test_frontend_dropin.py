@@ -331,14 +331,32 @@ def test_unusable_fds_are_refused_naming_the_fd(directory: Path) -> None:
             listener_endpoint(plain.fileno())
 
 
-@pytest.mark.parametrize("family", ["unix", "tcp"])
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "family",
+    [
+        "unix",
+        "tcp",
+        pytest.param("tcp6", marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1 here")),
+    ],
+)
 async def test_adopted_pair_carries_messages_both_ways(directory: Path, family: str) -> None:
     """A DEALER/PUSH connecting to the listeners' addresses reaches our adopted ROUTER/PULL, as an engine's
-    do; closing them leaves the ipc files (the supervisor's to clean)."""
+    do (over IPv6 too: ZMQ_IPV6 set); closing them leaves the ipc files (the supervisor's to clean)."""
     if family == "unix":
         listeners = [_listening(socket.AF_UNIX, str(directory / n)) for n in ("in", "out")]
-    else:
+    elif family == "tcp":
         listeners = [_listening(socket.AF_INET, ("127.0.0.1", 0)) for _ in range(2)]
+    else:
+        listeners = [_listening(socket.AF_INET6, ("::1", 0)) for _ in range(2)]
     ctx = zmq.Context.instance()
     addrs = [listener_endpoint(lis.fileno()) for lis in listeners]
     fds = [lis.detach() for lis in listeners]

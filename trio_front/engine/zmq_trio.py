@@ -177,9 +177,9 @@ def make_socket(
     sock.setsockopt(zmq.SNDHWM, 0)
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity)
+    if any(addr is not None and addr.startswith("tcp://[") for addr in (bind, connect)):
+        sock.setsockopt(zmq.IPV6, 1)  # as vLLM's make_zmq_socket: libzmq is IPv4-only without it
     if bind is not None:
-        if bind.startswith("tcp://["):
-            sock.setsockopt(zmq.IPV6, 1)
         sock.bind(bind)
     if connect is not None:
         sock.connect(connect)
