@@ -9,7 +9,6 @@ ipc:// addresses; the mock engine then connects to the frontend exactly as a rea
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -239,10 +238,6 @@ async def test_dropin_drain_fits_vllms_kill_window(directory: Path, procs: list[
     assert took < 5, f"exit {took:.1f} s after SIGTERM: vLLM would have SIGKILLed us at 5 s"
 
 
-_AUTH_LANDED = importlib.util.find_spec("trio_front.api.middleware.auth") is not None
-
-
-@pytest.mark.skipif(not _AUTH_LANDED, reason="enable once the API-key middleware (issue 11, helper B) lands")
 async def test_dropin_enforces_vllm_api_key(directory: Path, procs: list[Supervisor]) -> None:
     """`vllm serve ... --api-key sk-x` reaches us as ``"api_key": ["sk-x"]``: /v1 needs it, /health not."""
     sup = await launch(directory, {"api_key": ["sk-x"]})

@@ -10,7 +10,6 @@ vLLM to launch (default: this repository's ``.venv/bin/trio-front``).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
@@ -130,10 +129,6 @@ def test_sdk_completion_and_streamed_chat_with_the_key(dropin: DropIn) -> None:
     assert card["data"][0]["max_model_len"] == 2048
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("trio_front.api.middleware.auth") is None,
-    reason="enable once the API-key middleware (issue 11, helper B) lands",
-)
 def test_api_key_is_enforced(dropin: DropIn) -> None:
     client = openai.OpenAI(base_url=f"{dropin.url}/v1", api_key="sk-wrong", max_retries=0, timeout=60)
     with pytest.raises(openai.AuthenticationError):
