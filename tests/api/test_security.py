@@ -189,10 +189,8 @@ def sdk_responses_ws(server: WSServer, key: str) -> Any:
             for event in conn:
                 if event.type in ("response.completed", "response.incomplete", "response.failed", "error"):
                     return event.type
-    except websockets.exceptions.InvalidStatus as exc:
+    except websockets.exceptions.InvalidStatus as exc:  # what the SDK raises for a refused upgrade
         return exc.response.status_code
-    except openai.APIStatusError as exc:
-        return exc.status_code
     return None
 
 
