@@ -245,3 +245,31 @@ async def test_generation_config_vllm_and_the_override(tmp_path: Path) -> None:
         p = sent[-1]
         # vllm: the file is ignored; the override's max_new_tokens caps even an explicit max_tokens
         assert (p.temperature, p.top_p, p.top_k, p.max_tokens) == (1.0, 1.0, 5, 9)
+
+
+# --------------------------------------------------------------------------------------------------
+# --return-tokens-as-token-ids (the server default a request may override)
+
+
+async def test_the_server_default_for_tokens_as_token_ids() -> None:
+    async with running() as server:
+        server.app.state.return_tokens_as_token_ids = True  # FrontendConfig wiring: the coordinator's
+        chat = {"messages": MSG, "max_tokens": 3, "logprobs": True, "top_logprobs": 1}
+        r = await post(server, "/v1/chat/completions", chat)
+        content = r.json()["choices"][0]["logprobs"]["content"]
+        assert all(c["token"].startswith("token_id:") for c in content), content
+        r = await post(server, "/v1/completions", {"prompt": "x", "max_tokens": 3, "logprobs": 1})
+        tokens = r.json()["choices"][0]["logprobs"]["tokens"]
+        assert all(t.startswith("token_id:") for t in tokens), tokens
+        chunks = await sse(
+            server, "/v1/completions", {"prompt": "x", "max_tokens": 3, "logprobs": 1, "stream": True}
+        )
+        streamed = [t for c in chunks if c["choices"] for t in c["choices"][0]["logprobs"]["tokens"]]
+        assert streamed == tokens
+        # a request's own false wins over the server default
+        r = await post(server, "/v1/chat/completions", {**chat, "return_tokens_as_token_ids": False})
+        content = r.json()["choices"][0]["logprobs"]["content"]
+        assert not any(c["token"].startswith("token_id:") for c in content), content
+    async with running() as server:  # without the flag: token strings
+        r = await post(server, "/v1/completions", {"prompt": "x", "max_tokens": 3, "logprobs": 1})
+        assert not any(t.startswith("token_id:") for t in r.json()["choices"][0]["logprobs"]["tokens"])

@@ -292,7 +292,10 @@ async def complete(
                 "logprobs": None
                 if req.logprobs is None
                 else completion_logprobs(
-                    tok, output, req.logprobs, as_token_ids=bool(req.return_tokens_as_token_ids)
+                    tok,
+                    output,
+                    req.logprobs,
+                    as_token_ids=state.tokens_as_ids(req.return_tokens_as_token_ids),
                 ),
                 "finish_reason": output.finish_reason,
                 "stop_reason": output.stop_reason,
@@ -423,7 +426,10 @@ async def chat(
         logprobs = None
         if req.logprobs and not hide_logprobs:
             logprobs = chat_logprobs(
-                tok, output, req.top_logprobs, as_token_ids=bool(req.return_tokens_as_token_ids)
+                tok,
+                output,
+                req.top_logprobs,
+                as_token_ids=state.tokens_as_ids(req.return_tokens_as_token_ids),
             )
         parsed.append((output, choice_setup, out, events, logprobs))
     if reasoning_tokens:

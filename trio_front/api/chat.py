@@ -286,7 +286,7 @@ async def _complete(
         await drive(generations, on_chunk)
     except GenerationError:
         raise engine_failure(setups[0].constraint) from None
-    as_ids = bool(req.return_tokens_as_token_ids)
+    as_ids = state.tokens_as_ids(req.return_tokens_as_token_ids)
     choices = []
     for index, (gen, setup, out) in enumerate(zip(generations, setups, outs, strict=True)):
         out.finish()
@@ -394,7 +394,7 @@ async def _stream(
         await sse.event(event)
     prefix = [_echo_prefix(req, role)] * len(generations)
     encode = chunk_encoder(head)
-    as_ids = bool(req.return_tokens_as_token_ids)
+    as_ids = state.tokens_as_ids(req.return_tokens_as_token_ids)
     single = len(generations) == 1
     contexts: list[list[int]] = [[] for _ in generations]  # per choice, for the token strings
 

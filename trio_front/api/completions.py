@@ -257,7 +257,7 @@ async def _complete(
     except GenerationError:
         raise engine_failure(generations[0].params.structured_outputs) from None
     tok = state.tokenizer
-    as_ids = bool(req.return_tokens_as_token_ids)
+    as_ids = state.tokens_as_ids(req.return_tokens_as_token_ids)
     no_generation = _echo_without_generation(req)
     choices = []
     for index, gen in enumerate(generations):
@@ -333,7 +333,7 @@ async def _stream(
     }
     encode = chunk_encoder(head)
     tok = state.tokenizer
-    as_ids = bool(req.return_tokens_as_token_ids)
+    as_ids = state.tokens_as_ids(req.return_tokens_as_token_ids)
     no_generation = _echo_without_generation(req)
     echoed = [False] * len(generations)
     offsets = [0] * len(generations)

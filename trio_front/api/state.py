@@ -55,6 +55,8 @@ class ServerState:
     trust_request_chat_template: bool = False
     #: the model's generation-config sampling defaults (``serving/sampling_defaults.py``)
     sampling_defaults: SamplingDefaults = attrs.Factory(SamplingDefaults)
+    #: ``--return-tokens-as-token-ids``: logprobs show ``token_id:<id>`` unless a request says otherwise
+    return_tokens_as_token_ids: bool = False
     #: keys, CORS, request-id headers, access log (``api/middleware/``)
     http: HTTPOptions = attrs.Factory(HTTPOptions)
     _limits: ModelLimits | None = None
@@ -81,6 +83,11 @@ class ServerState:
         if lora_request is not None:
             return str(lora_request.lora_name)
         return self.served_model_name
+
+    def tokens_as_ids(self, requested: bool | None) -> bool:
+        """A request's ``return_tokens_as_token_ids``; unset (``None``) falls back to the server's
+        ``--return-tokens-as-token-ids``, as vLLM's ``_create_*_logprobs`` do."""
+        return self.return_tokens_as_token_ids if requested is None else bool(requested)
 
     def check_model(self, requested: str | None) -> None:
         """Pass for no model, the base model's names (and its path, a trio-front extension) and registered
