@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import orjson
 import trio
@@ -273,3 +274,43 @@ async def test_the_server_default_for_tokens_as_token_ids() -> None:
     async with running() as server:  # without the flag: token strings
         r = await post(server, "/v1/completions", {"prompt": "x", "max_tokens": 3, "logprobs": 1})
         assert not any(t.startswith("token_id:") for t in r.json()["choices"][0]["logprobs"]["tokens"])
+
+
+# --------------------------------------------------------------------------------------------------
+# --default-chat-template-kwargs (the renderer's default_kwargs): also what the reasoning parser sees
+
+
+async def test_default_chat_template_kwargs_reach_the_template_and_the_reasoning_parser() -> None:
+    flagged = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if flag %} FLAG{% endif %}"
+    frontend = {"reasoning_parser": "qwen3", "chat_template": flagged}
+    async with running(frontend) as server:
+        state = server.app.state
+        state.renderer = attrs.evolve(state.renderer, default_kwargs={"flag": True, "enable_thinking": False})
+        sent: list[dict[str, Any]] = []
+        generate = server.app.engine.generate
+
+        def spy(prompt_ids: list[int], params: Any, **kwargs: Any) -> Any:
+            sent.append({"prompt": prompt_ids, **kwargs})
+            return generate(prompt_ids, params, **kwargs)
+
+        server.app.engine.generate = spy  # type: ignore[method-assign]
+        tok = state.tokenizer
+        r = await post(server, "/v1/chat/completions", {"messages": MSG, "max_tokens": 2})
+        assert r.status_code == 200, r.text
+        assert sent[-1]["prompt"] == tok.encode("hi FLAG", add_special_tokens=False)
+        want = {"flag": True, "enable_thinking": False}
+        assert sent[-1]["reasoning_parser_kwargs"] == {"chat_template_kwargs": want}
+        # the request's own values win; its None does not override a default (vLLM's merge_kwargs)
+        body = {
+            "messages": MSG,
+            "max_tokens": 2,
+            "chat_template_kwargs": {"flag": False, "enable_thinking": None},
+        }
+        r = await post(server, "/v1/chat/completions", body)
+        assert sent[-1]["prompt"] == tok.encode("hi", add_special_tokens=False)
+        assert sent[-1]["reasoning_parser_kwargs"] == {
+            "chat_template_kwargs": {"flag": False, "enable_thinking": False}
+        }
+        r = await post(server, "/v1/responses", {"input": "hi", "max_output_tokens": 2})
+        assert r.status_code == 200, r.text
+        assert sent[-1]["reasoning_parser_kwargs"] == {"chat_template_kwargs": want}

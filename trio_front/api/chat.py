@@ -76,7 +76,7 @@ async def prepare(
             structured_config=state.structured,
             tokenizer=state.tokenizer,
             include_reasoning=req.include_reasoning,
-            chat_template_kwargs=req.chat_template_kwargs,
+            chat_template_kwargs=state.chat_template_kwargs(req.chat_template_kwargs),
         )
     except ParamError as exc:
         raise param_error(exc) from None

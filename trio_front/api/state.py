@@ -12,7 +12,7 @@ from trio_front.engine.client import ClientState, EngineClient
 from trio_front.serving.params import ModelLimits, ParamError
 from trio_front.serving.sampling_defaults import SamplingDefaults
 from trio_front.serving.structured import StructuredConfig
-from trio_front.text.chat import ChatRenderer
+from trio_front.text.chat import ChatRenderer, merge_kwargs
 from trio_front.text.tokenizer import Tokenizer
 
 from .errors import APIError
@@ -123,6 +123,16 @@ class ServerState:
                 "Chat template is passed with request, but --trust-request-chat-template is not set. "
                 "Refused request with untrusted chat template.",
             )
+
+    def chat_template_kwargs(self, requested: dict[str, Any] | None) -> dict[str, Any] | None:
+        """What the reasoning parser sees (and the engine gets as ``reasoning_parser_kwargs``): the
+        request's ``chat_template_kwargs`` over ``--default-chat-template-kwargs`` (the renderer's
+        ``default_kwargs``, which it applies itself when rendering), as vLLM's ``with_defaults``: with
+        defaults, a request's ``None``/``"auto"`` values do not override them."""
+        defaults = self.renderer.default_kwargs
+        if not defaults:
+            return requested
+        return merge_kwargs(defaults, requested if isinstance(requested, dict) else None)
 
     def chat_role(self, add_generation_prompt: bool, messages: list[Any]) -> str:
         """vLLM's ``get_chat_request_role``: ``--response-role`` when the prompt asks for a new turn, else

@@ -212,6 +212,7 @@ class RealtimeHandler:
                 config=state.assistant,
                 structured_config=state.structured,
                 tokenizer=state.tokenizer,
+                chat_template_kwargs=state.chat_template_kwargs(None),  # --default-chat-template-kwargs
             )
             state.check_engine()
             prompt = await build_prompt(

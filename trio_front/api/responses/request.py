@@ -141,6 +141,7 @@ def _assistant(
             config=state.assistant,
             structured_config=state.structured,
             tokenizer=state.tokenizer,
+            chat_template_kwargs=state.chat_template_kwargs(None),  # --default-chat-template-kwargs
             constraint_param="text.format",
         )
     except ParamError as exc:
