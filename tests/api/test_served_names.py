@@ -314,3 +314,70 @@ async def test_default_chat_template_kwargs_reach_the_template_and_the_reasoning
         r = await post(server, "/v1/responses", {"input": "hi", "max_output_tokens": 2})
         assert r.status_code == 200, r.text
         assert sent[-1]["reasoning_parser_kwargs"] == {"chat_template_kwargs": want}
+
+
+# --------------------------------------------------------------------------------------------------
+# stream_options.continuous_usage_stats and --enable-force-include-usage (vLLM's should_include_usage)
+
+
+def _running(chunks: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
+    return [
+        (c["usage"]["prompt_tokens"], c["usage"]["completion_tokens"], c["usage"]["total_tokens"])
+        for c in chunks
+    ]
+
+
+async def test_continuous_usage_stats_put_running_usage_on_every_chunk() -> None:
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    async with running() as server:
+        body = {"prompt": "x", "max_tokens": 4, "stream": True, "stream_options": options}
+        chunks = await sse(server, "/v1/completions", body)
+        *text, final = chunks
+        prompt = final["usage"]["prompt_tokens"]
+        assert final["choices"] == [] and final["usage"]["completion_tokens"] == 4
+        assert _running(text) == [(prompt, i, prompt + i) for i in range(1, 5)]
+        assert all("completion_tokens_details" not in c["usage"] for c in text)  # vLLM leaves it unset
+        chat = {"messages": MSG, "max_tokens": 3, "stream": True, "stream_options": options}
+        role, *deltas, final = await sse(server, "/v1/chat/completions", chat)
+        prompt = final["usage"]["prompt_tokens"]
+        assert role["usage"] == {
+            "prompt_tokens": prompt,
+            "total_tokens": prompt,
+            "completion_tokens": 0,
+            "completion_tokens_details": None,  # vLLM sets it explicitly: null without a reasoning parser
+        }
+        assert _running(deltas) == [(prompt, i, prompt + i) for i in range(1, 4)]
+        # without continuous_usage_stats only the final event carries usage
+        chunks = await sse(server, "/v1/completions", {**body, "stream_options": {"include_usage": True}})
+        assert [("usage" in c) for c in chunks] == [False] * 4 + [True]
+        r = await post(
+            server, "/v1/completions", {**body, "stream_options": {"continuous_usage_stats": "yes"}}
+        )
+        assert r.status_code == 400 and "continuous_usage_stats" in r.json()["error"]["message"]
+
+
+async def test_force_include_usage_needs_no_stream_options() -> None:
+    async with running() as server:
+        server.app.state.enable_force_include_usage = True  # FrontendConfig wiring: the coordinator's
+        chunks = await sse(server, "/v1/completions", {"prompt": "x", "max_tokens": 2, "stream": True})
+        assert all("usage" in c for c in chunks) and chunks[-1]["choices"] == []
+        body = {"messages": MSG, "max_tokens": 2, "stream": True, "stream_options": {"include_usage": False}}
+        chunks = await sse(server, "/v1/chat/completions", body)
+        assert all("usage" in c for c in chunks) and chunks[-1]["choices"] == []
+        beam = {"messages": MSG, "max_tokens": 2, "stream": True, "use_beam_search": True, "n": 2}
+        chunks = await sse(server, "/v1/chat/completions", beam)
+        assert all("usage" in c for c in chunks)
+        assert [c["usage"]["completion_tokens"] for c in chunks[:-1]] == [0, 0, 2, 2]
+
+
+async def test_running_usage_counts_reasoning_tokens_with_a_reasoning_parser() -> None:
+    async with running({"reasoning_parser": "qwen3"}) as server:
+        options = {"include_usage": True, "continuous_usage_stats": True}
+        chat = {"messages": MSG, "max_tokens": 3, "stream": True, "stream_options": options}
+        role, *deltas, final = await sse(server, "/v1/chat/completions", chat)
+        assert role["usage"]["completion_tokens_details"] == {"reasoning_tokens": 0}
+        assert all(
+            isinstance(c["usage"]["completion_tokens_details"]["reasoning_tokens"], int) for c in deltas
+        )
+        last = deltas[-1]["usage"]["completion_tokens_details"]["reasoning_tokens"]
+        assert last == final["usage"]["completion_tokens_details"]["reasoning_tokens"]

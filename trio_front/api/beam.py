@@ -48,7 +48,7 @@ from .disconnect import on_disconnect, unwrap
 from .errors import APIError
 from .http import Send, SSEWriter, chunk_encoder, send_json
 from .models import ChatCompletionRequest, CompletionRequest, VLLMFields
-from .state import ServerState, engine_failure, include_usage, param_error, response_usage, token_text
+from .state import ServerState, engine_failure, param_error, response_usage, token_text
 
 #: Fields vLLM's beam search does not read, with the values that mean "unset" (anything else is a 400).
 _NOT_HONOURED: tuple[tuple[str, tuple[Any, ...]], ...] = (
@@ -371,7 +371,7 @@ async def chat(
         raise _refuse("tool_choice", f"tool_choice {setup.plan.mode!r}")
     if setup.constraint is not None:
         raise _refuse(_constraint_param(req))
-    usage_wanted = include_usage(req.stream_options)
+    usage_wanted, continuous = state.stream_usage(req.stream_options)
     state.check_engine()
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     try:
@@ -490,6 +490,8 @@ async def chat(
         event: dict[str, Any] = {**head, "choices": [role_choice]}
         if req.return_token_ids:  # on every choice's role chunk, as vLLM (and chat.py) send it
             event["prompt_token_ids"] = prompt_ids
+        if continuous:
+            event["usage"] = chat_api.running_usage(state, len(prompt_ids), 0, 0)
         await sse.event(event)
     if prefix:
         for output, *_ in parsed:
@@ -499,7 +501,12 @@ async def chat(
                 "logprobs": None,
                 "finish_reason": None,
             }
-            await sse.event(encode(echo))
+            if continuous:
+                await sse.event(
+                    {**head, "choices": [echo], "usage": chat_api.running_usage(state, len(prompt_ids), 0, 0)}
+                )
+            else:
+                await sse.event(encode(echo))
     for n, (output, choice_setup, out, events, logprobs) in enumerate(parsed):
         choice = {
             "index": output.index,
@@ -511,7 +518,13 @@ async def chat(
         if req.return_token_ids:
             choice["token_ids"] = output.token_ids
         last = n == len(parsed) - 1
-        await sse.event(encode(choice), hold=last)
+        if continuous:
+            running = chat_api.running_usage(
+                state, len(prompt_ids), len(output.token_ids), out.reasoning_tokens() or 0
+            )
+            await sse.event({**head, "choices": [choice], "usage": running}, hold=last)
+        else:
+            await sse.event(encode(choice), hold=last)
     if usage_wanted:
         await sse.event({**head, "choices": [], "usage": usage.as_dict()}, hold=True)
     await sse.done()

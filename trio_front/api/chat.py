@@ -44,7 +44,7 @@ from .errors import APIError
 from .http import Headers, Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import chat_logprobs, prompt_logprobs_field
 from .models import ChatCompletionRequest, parse_json, structure
-from .state import ServerState, base_request_id, engine_failure, include_usage, param_error, response_usage
+from .state import ServerState, base_request_id, engine_failure, param_error, response_usage
 from .streaming import drive
 
 log = logging.getLogger("trio_front.api")
@@ -195,7 +195,7 @@ def _echo_prefix(req: ChatCompletionRequest, role: str) -> str:
 
 async def handle(state: ServerState, body: bytes, send: Send, headers: Headers = ()) -> None:
     req = structure(parse_json(body), ChatCompletionRequest)
-    usage_wanted = include_usage(req.stream_options)
+    usage_wanted, continuous_usage = state.stream_usage(req.stream_options)
     generation, request_id, setup = await prepare(state, req, stream=req.stream, headers=headers)
     model = state.response_model(generation.lora_request)
     log.debug("chat %s: %d prompt tokens, n=%d", request_id, len(generation.prompt_ids), req.n)
@@ -213,9 +213,22 @@ async def handle(state: ServerState, body: bytes, send: Send, headers: Headers =
         return
     generations, setups = _generations(state, req, generation, request_id, setup)
     if req.stream:
-        await _stream(state, req, generations, request_id, model, usage_wanted, setups, send)
+        usage = (usage_wanted, continuous_usage)
+        await _stream(state, req, generations, request_id, model, usage, setups, send)
     else:
         await _complete(state, req, generations, request_id, model, setups, send)
+
+
+def running_usage(state: ServerState, prompt: int, completion: int, reasoning: int) -> dict[str, Any]:
+    """A chat chunk's ``usage`` with ``continuous_usage_stats``: the tokens so far, and vLLM's
+    ``completion_tokens_details`` key (``reasoning_tokens`` with a reasoning parser, else null)."""
+    details = {"reasoning_tokens": reasoning} if state.assistant.reasoning_parser else None
+    return {
+        "prompt_tokens": prompt,
+        "total_tokens": prompt + completion,
+        "completion_tokens": completion,
+        "completion_tokens_details": details,
+    }
 
 
 def _tool_call(call: ToolCallDone) -> dict[str, Any]:
@@ -363,10 +376,13 @@ async def _stream(
     generations: list[Generation],
     request_id: str,
     model: str,
-    usage_wanted: bool,
+    usage: tuple[bool, bool],
     setups: list[AssistantSetup],
     send: Send,
 ) -> None:
+    """The SSE answer. *usage* is ``(a usage event at the end, usage on every chunk)``
+    (:meth:`ServerState.stream_usage`)."""
+    usage_wanted, continuous = usage
     sse = SSEWriter(send, send_timeout=state.send_timeout)
     outs = [setup.output() for setup in setups]
     role = state.chat_role(req.add_generation_prompt, req.messages)
@@ -391,6 +407,8 @@ async def _stream(
         }
         if req.return_token_ids:  # on every choice's role chunk, as vLLM sends it
             event["prompt_token_ids"] = first.prompt_ids
+        if continuous:
+            event["usage"] = running_usage(state, first.usage.prompt_tokens, 0, 0)
         await sse.event(event)
     prefix = [_echo_prefix(req, role)] * len(generations)
     encode = chunk_encoder(head)
@@ -426,7 +444,12 @@ async def _stream(
         if req.return_token_ids:
             choice["token_ids"] = list(chunk.token_ids)
         # A single choice's last chunk is held to leave with the usage event and [DONE] (one write).
-        await sse.event(encode(choice), hold=final and single)
+        if continuous:
+            count = gen.usage.completion_tokens
+            usage = running_usage(state, gen.usage.prompt_tokens, count, out.reasoning_tokens() or 0)
+            await sse.event({**head, "choices": [choice], "usage": usage}, hold=final and single)
+        else:
+            await sse.event(encode(choice), hold=final and single)
 
     try:
         await drive(generations, on_chunk, keep_alive=state.keep_alive_interval, on_idle=sse.keep_alive)

@@ -40,7 +40,7 @@ from .errors import APIError
 from .http import Headers, Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import completion_logprobs, echo_completion_logprobs, end_offset, prompt_logprobs_field
 from .models import CompletionRequest, parse_json, structure
-from .state import ServerState, base_request_id, engine_failure, include_usage, param_error, response_usage
+from .state import ServerState, base_request_id, engine_failure, param_error, response_usage
 from .streaming import drive
 
 log = logging.getLogger("trio_front.api")
@@ -322,7 +322,7 @@ async def _stream(
     generations: list[Generation],
     send: Send,
 ) -> None:
-    usage_wanted = include_usage(req.stream_options)
+    usage_wanted, continuous = state.stream_usage(req.stream_options)
     sse = SSEWriter(send, send_timeout=state.send_timeout)
     created = generations[0].created
     head = {
@@ -394,7 +394,16 @@ async def _stream(
             choice["token_ids"] = list(chunk.token_ids)
         # A single prompt's last chunk is held to leave with the usage event and [DONE] (one write).
         hold = single and chunk.finish_reason is not None
-        await sse.event(encode(choice), hold=hold)
+        if continuous:  # vLLM's continuous_usage_stats: this choice's tokens so far
+            prompt_tokens, completion = gen.usage.prompt_tokens, gen.usage.completion_tokens
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "total_tokens": prompt_tokens + completion,
+                "completion_tokens": completion,
+            }
+            await sse.event({**head, "choices": [choice], "usage": usage}, hold=hold)
+        else:
+            await sse.event(encode(choice), hold=hold)
 
     await sse.start()
     try:

@@ -57,6 +57,9 @@ class ServerState:
     sampling_defaults: SamplingDefaults = attrs.Factory(SamplingDefaults)
     #: ``--return-tokens-as-token-ids``: logprobs show ``token_id:<id>`` unless a request says otherwise
     return_tokens_as_token_ids: bool = False
+    #: ``--enable-force-include-usage``: every stream carries usage, as with ``include_usage`` and
+    #: ``continuous_usage_stats``, whatever its ``stream_options`` say
+    enable_force_include_usage: bool = False
     #: keys, CORS, request-id headers, access log (``api/middleware/``)
     http: HTTPOptions = attrs.Factory(HTTPOptions)
     _limits: ModelLimits | None = None
@@ -83,6 +86,20 @@ class ServerState:
         if lora_request is not None:
             return str(lora_request.lora_name)
         return self.served_model_name
+
+    def stream_usage(self, stream_options: dict[str, Any] | None) -> tuple[bool, bool]:
+        """vLLM's ``should_include_usage``: ``(a usage event before [DONE], usage on every chunk)`` —
+        ``(True, True)`` with ``--enable-force-include-usage``, else ``stream_options``' ``include_usage``
+        and ``include_usage and continuous_usage_stats``. 400 for a non-boolean option."""
+        wanted = include_usage(stream_options)
+        continuous = (stream_options or {}).get("continuous_usage_stats", False)
+        if continuous is not None and not isinstance(continuous, bool):
+            raise APIError(
+                400, "stream_options.continuous_usage_stats must be a boolean", param="stream_options"
+            )
+        if self.enable_force_include_usage:
+            return True, True
+        return wanted, wanted and bool(continuous)
 
     def tokens_as_ids(self, requested: bool | None) -> bool:
         """A request's ``return_tokens_as_token_ids``; unset (``None``) falls back to the server's
@@ -211,6 +228,8 @@ def include_usage(stream_options: dict[str, Any] | None) -> bool:
     if stream_options is None:
         return False
     value = stream_options.get("include_usage", False)
+    if value is None:  # vLLM's StreamOptions field is ``bool | None``
+        return False
     if not isinstance(value, bool):
         raise APIError(400, "stream_options.include_usage must be a boolean", param="stream_options")
     return value
