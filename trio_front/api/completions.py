@@ -428,7 +428,5 @@ def _total_usage(generations: list[Generation], n: int) -> dict[str, Any]:
         "total_tokens": prompt + completion,
         "completion_tokens": completion,
     }
-    cached = generations[-1].usage.cached_tokens
-    if cached:
-        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    # No prompt_tokens_details: vLLM shows them only with --enable-prompt-tokens-details (not supported)
     return usage
