@@ -112,6 +112,12 @@ class FrontendConfig:
     shutdown_timeout: float = 0.0
     #: let a request's own ``chat_template`` be used (vLLM refuses it otherwise)
     trust_request_chat_template: bool = False
+    #: ``chat_template_kwargs`` every request starts from (vLLM's ``--default-chat-template-kwargs``)
+    default_chat_template_kwargs: dict | None = None
+    #: the server default of a request's unset ``return_tokens_as_token_ids``
+    return_tokens_as_token_ids: bool = False
+    #: usage on every stream, as if each asked for ``stream_options.include_usage``
+    enable_force_include_usage: bool = False
     #: HTTP/1.1 limits (vLLM's ``--h11-max-incomplete-event-size`` / ``--h11-max-header-count``)
     h11_max_incomplete_event_size: int = 4194304
     h11_max_header_count: int = 256
@@ -149,10 +155,10 @@ def lora_modules(config: FrontendConfig) -> list[LoRAModule]:
     """Check ``--lora-modules`` (syntax, and no adapter named like the served model); raises ValueError
     naming the flag."""
     modules = parse_lora_modules(config.lora_modules)
-    served = config.served_model_name or config.model.name
+    served = (config.served_model_name or config.model.name, *config.served_model_aliases)
     for module in modules:
-        if module.name == served:
-            raise ValueError(f"--lora-modules: the adapter name {module.name!r} is the served model's name")
+        if module.name in served:
+            raise ValueError(f"--lora-modules: the adapter name {module.name!r} is a served model name")
     return modules
 
 
@@ -160,7 +166,11 @@ def build_app(config: FrontendConfig) -> App:
     assistant, structured = assistant_options(config)
     static_loras = lora_modules(config)
     tokenizer = Tokenizer.from_pretrained(config.tokenizer or config.model)
-    renderer = ChatRenderer(tokenizer, default_template=_read_template(config.chat_template))
+    renderer = ChatRenderer(
+        tokenizer,
+        default_template=_read_template(config.chat_template),
+        default_kwargs=config.default_chat_template_kwargs or {},
+    )
     if config.input_fd is not None and config.output_fd is not None:  # `frontend`: vLLM bound them
         link = LinkConfig(None, input_fd=config.input_fd, output_fd=config.output_fd)
     elif config.owns_handshake:
@@ -195,6 +205,8 @@ def build_app(config: FrontendConfig) -> App:
         served_model_aliases=config.served_model_aliases,
         response_role=config.response_role,
         trust_request_chat_template=config.trust_request_chat_template,
+        return_tokens_as_token_ids=config.return_tokens_as_token_ids,
+        enable_force_include_usage=config.enable_force_include_usage,
         sampling_defaults=load_sampling_defaults(
             config.model, config.generation_config, config.override_generation_config
         ),
@@ -211,7 +223,7 @@ def build_app(config: FrontendConfig) -> App:
         ),
     )
     # Always a registry (empty without --lora-modules): the runtime load endpoint may fill it.
-    state.lora = LoRARegistry(engine, (state.served_model_name, state.model_path), static_loras)
+    state.lora = LoRARegistry(engine, (*state.served_model_names, state.model_path), static_loras)
     return App(state)
 
 

@@ -168,6 +168,9 @@ async def test_tokenize_chat_with_template_tools_and_kwargs(
         "tools": tools,
     }
     r = await post(client, "/tokenize", body)
+    assert r.status_code == 400 and "--trust-request-chat-template" in r.text, r.text  # vLLM's refusal
+    server.app.state.trust_request_chat_template = True
+    r = await post(client, "/tokenize", body)
     assert r.status_code == 200, r.text
     # The explicit add_generation_prompt (default true) beats the kwargs' copy, as in vLLM.
     expected = "[get_weather:None]hey user=rain?;GO"

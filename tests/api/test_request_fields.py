@@ -261,6 +261,8 @@ INVISIBLE: dict[str, str] = {
     "Refusing it would break OpenAI clients that always send it; it changes no output by design",
     "include_reasoning": "acts only with --reasoning-parser (no reasoning is parsed out otherwise, in "
     "vLLM too); tests/api/test_chat_tools.py::test_include_reasoning_false_hides_it covers it",
+    "model": "any of the base model's names answers as the first served name, as vLLM's model_name does; "
+    "adapters and aliases are covered by tests/api/test_served_names.py and test_lora.py",
 }
 
 #: Fields checked by a predicate instead of a diff (the effect is an id, which the diff ignores).
@@ -344,7 +346,12 @@ async def walk(api: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     failures: dict[str, str] = {}
     async with trio.open_nursery() as nursery:
         server = await start_server(
-            nursery, frontend={"enable_auto_tool_choice": True, "tool_call_parser": "hermes"}
+            nursery,
+            frontend={
+                "enable_auto_tool_choice": True,
+                "tool_call_parser": "hermes",
+                "trust_request_chat_template": True,  # the chat baseline brings its own template
+            },
         )
         walker = Walker(server, monkeypatch)
         baselines: dict[str, Outcome] = {}

@@ -98,7 +98,6 @@ def test_refused_and_ignored_are_reported(vllm: dict[str, Any]) -> None:
         "--enable-ssl-refresh",
         "--hf-overrides",
         "--middleware",
-        "--return-tokens-as-token-ids",
         "--structured-outputs-config",
         "--tokenizer-mode",
         "--tool-parser-plugin",

@@ -113,6 +113,7 @@ def _check_chat(req: TokenizeChatRequest) -> None:
 
 
 async def _chat_ids(state: ServerState, req: TokenizeChatRequest) -> list[int]:
+    state.check_chat_template(req.chat_template, req.chat_template_kwargs)  # vLLM checks here too
     try:
         rendered = state.renderer.render(
             req.messages,

@@ -96,6 +96,9 @@ def add_vllm_options(p: argparse.ArgumentParser) -> list[str]:
         help="a chat template: file path, or the template itself")  # fmt: skip
     add(g, "--trust-request-chat-template", action=BOOL, default=False,
         help="let a request's own chat_template be used (refused otherwise)")  # fmt: skip
+    add(g, "--default-chat-template-kwargs", type=_json_object, default=None, metavar="JSON",
+        help="chat_template_kwargs every request starts from (its own override them), e.g. "
+        '\'{"enable_thinking": false}\'')  # fmt: skip
     add(g, "--response-role", default="assistant", metavar="ROLE",
         help="the role of chat answers when add_generation_prompt is true (default assistant)")  # fmt: skip
     add(g, "--generation-config", default="auto", metavar="auto|vllm|DIR",
@@ -164,6 +167,10 @@ def add_vllm_options(p: argparse.ArgumentParser) -> list[str]:
     add(g, "--lora-modules", nargs="+", type=_optional(str), default=None, metavar="NAME=PATH|JSON",
         help='LoRA adapters to load at start-up: name=path, or JSON {"name": ..., "path": ..., '
         '"base_model_name": ...}; the engine needs --enable-lora (`serve` adds it)')  # fmt: skip
+    add(g, "--return-tokens-as-token-ids", action=BOOL, default=False,
+        help="logprobs name tokens 'token_id:N' unless a request says otherwise")  # fmt: skip
+    add(g, "--enable-force-include-usage", action=BOOL, default=False,
+        help="usage on every stream, as if each request set stream_options.include_usage")  # fmt: skip
     add(g, "--enable-scale-out", action=BOOL, default=False,
         help="serve /v1/completions/render, /v1/chat/completions/render, /inference/v1/generate and "
         "/inference/v1/abort_requests (403 otherwise, as vLLM)")  # fmt: skip

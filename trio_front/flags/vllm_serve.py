@@ -101,6 +101,14 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def _opt_object(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, str):  # the argparse form
+        value = json.loads(value)
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {value!r}")
+    return value or None
+
+
 def _str_list(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"expected a list of strings, got {value!r}")
@@ -329,10 +337,15 @@ _REFUSED: list[Flag] = [
         ok=lambda v: isinstance(v, dict) and not {"vocab_size", "text_config"} & set(v),
     ),
     _refused("chat_template_content_format", "auto", "only the auto content format is supported"),
-    _refused("default_chat_template_kwargs", None, _UNTIL_LANDED, ok=_in({}, None)),
+    Flag(
+        "default_chat_template_kwargs",
+        Kind.HONOURED,
+        None,
+        _field("default_chat_template_kwargs", _opt_object),
+    ),
     _refused("cohere_format", "cmd4", "Cohere prompt formats are not supported"),
-    _refused("return_tokens_as_token_ids", False, _UNTIL_LANDED),
-    _refused("enable_force_include_usage", False, _UNTIL_LANDED),
+    Flag("return_tokens_as_token_ids", Kind.HONOURED, False, _field("return_tokens_as_token_ids", _bool)),
+    Flag("enable_force_include_usage", Kind.HONOURED, False, _field("enable_force_include_usage", _bool)),
     _refused("enable_prompt_tokens_details", False, _UNTIL_LANDED),
     _refused("enable_per_request_metrics", False, "per-request metrics in responses are not supported"),
     # trio-front's system_fingerprint is always null, i.e. vLLM's 'none' (its default 'full' differs).

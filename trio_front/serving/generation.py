@@ -60,8 +60,8 @@ class Usage:
             "total_tokens": self.total_tokens,
             "completion_tokens": self.completion_tokens,
         }
-        if self.cached_tokens:
-            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        # No prompt_tokens_details: vLLM shows them only with --enable-prompt-tokens-details (refused here);
+        # cached_tokens still feeds the Responses and Realtime usage, which always carry them.
         if self.reasoning_tokens is not None:
             usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
         return usage

@@ -325,7 +325,8 @@ async def prepare(state: ServerState, req: GenerateBody, headers: Headers) -> Pr
             400, f"max_tokens must be at least 1, got {sp.max_tokens}.", param="sampling_params.max_tokens"
         )
     try:
-        room = check_prompt(len(ids), limits, None)
+        # A given max_tokens is not capped by the generation config's defaults (vLLM's generate does not).
+        room = check_prompt(len(ids), limits, None, apply_defaults=sp.max_tokens is None)
     except ParamError as exc:
         raise APIError(400, str(exc), param="token_ids") from None
     # More than fits ends with "length" at the context's end, as the engine ends it; capping is the same.
