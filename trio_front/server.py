@@ -118,6 +118,9 @@ class FrontendConfig:
     return_tokens_as_token_ids: bool = False
     #: usage on every stream, as if each asked for ``stream_options.include_usage``
     enable_force_include_usage: bool = False
+    #: ``system_fingerprint``: full, hash, custom (``fingerprint_value``) or none (serving/fingerprint.py)
+    fingerprint_mode: str = "full"
+    fingerprint_value: str | None = None
     #: HTTP/1.1 limits (vLLM's ``--h11-max-incomplete-event-size`` / ``--h11-max-header-count``)
     h11_max_incomplete_event_size: int = 4194304
     h11_max_header_count: int = 256
@@ -207,6 +210,8 @@ def build_app(config: FrontendConfig) -> App:
         trust_request_chat_template=config.trust_request_chat_template,
         return_tokens_as_token_ids=config.return_tokens_as_token_ids,
         enable_force_include_usage=config.enable_force_include_usage,
+        fingerprint_mode=config.fingerprint_mode,
+        fingerprint_value=config.fingerprint_value,
         sampling_defaults=load_sampling_defaults(
             config.model, config.generation_config, config.override_generation_config
         ),

@@ -48,7 +48,14 @@ from .disconnect import on_disconnect, unwrap
 from .errors import APIError
 from .http import Send, SSEWriter, chunk_encoder, send_json
 from .models import ChatCompletionRequest, CompletionRequest, VLLMFields
-from .state import ServerState, engine_failure, param_error, response_usage, token_text
+from .state import (
+    ServerState,
+    engine_failure,
+    param_error,
+    response_usage,
+    stream_fingerprint,
+    token_text,
+)
 
 #: Fields vLLM's beam search does not read, with the values that mean "unset" (anything else is a 400).
 _NOT_HONOURED: tuple[tuple[str, tuple[Any, ...]], ...] = (
@@ -317,7 +324,7 @@ async def complete(
             "choices": choices,
             "service_tier": None,
             "usage": response_usage(_usage(results).as_dict()),
-            "system_fingerprint": None,
+            "system_fingerprint": state.system_fingerprint,
             "kv_transfer_params": None,
             "ec_transfer_params": None,
             "metrics": None,
@@ -466,7 +473,7 @@ async def chat(
             "model": model,
             "choices": choices,
             "service_tier": None,
-            "system_fingerprint": None,
+            "system_fingerprint": state.system_fingerprint,
             "usage": response_usage(usage.as_dict()),
             "prompt_logprobs": None,
             "prompt_token_ids": prompt_ids if req.return_token_ids else None,
@@ -480,6 +487,7 @@ async def chat(
 
     # Streamed: what vLLM's stream generator makes of the one final output.
     encode = chunk_encoder(head)
+    fingerprint = stream_fingerprint(state)  # on the finished choices, or the usage chunk after them
     for output, *_ in parsed:
         role_choice = {
             "index": output.index,
@@ -518,15 +526,18 @@ async def chat(
         if req.return_token_ids:
             choice["token_ids"] = output.token_ids
         last = n == len(parsed) - 1
+        stamp = {} if usage_wanted else fingerprint  # every beam choice is sent once, finished
         if continuous:
             running = chat_api.running_usage(
                 state, len(prompt_ids), len(output.token_ids), out.reasoning_tokens() or 0
             )
-            await sse.event({**head, "choices": [choice], "usage": running}, hold=last)
+            await sse.event({**head, "choices": [choice], "usage": running, **stamp}, hold=last)
+        elif stamp:
+            await sse.event({**head, "choices": [choice], **stamp}, hold=last)
         else:
             await sse.event(encode(choice), hold=last)
     if usage_wanted:
-        await sse.event({**head, "choices": [], "usage": usage.as_dict()}, hold=True)
+        await sse.event({**head, "choices": [], "usage": usage.as_dict(), **fingerprint}, hold=True)
     await sse.done()
 
 

@@ -44,7 +44,14 @@ from .errors import APIError
 from .http import Headers, Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import chat_logprobs, prompt_logprobs_field
 from .models import ChatCompletionRequest, parse_json, structure
-from .state import ServerState, base_request_id, engine_failure, param_error, response_usage
+from .state import (
+    ServerState,
+    base_request_id,
+    engine_failure,
+    param_error,
+    response_usage,
+    stream_fingerprint,
+)
 from .streaming import drive
 
 log = logging.getLogger("trio_front.api")
@@ -342,7 +349,7 @@ async def _complete(
         "model": model,
         "choices": choices,
         "service_tier": None,
-        "system_fingerprint": None,
+        "system_fingerprint": state.system_fingerprint,
         "usage": response_usage(_usage(generations)),
         "prompt_logprobs": prompt_logprobs_field(state.tokenizer, first.prompt_ids, first.prompt_logprobs)
         if first.params.prompt_logprobs is not None
@@ -412,6 +419,8 @@ async def _stream(
         await sse.event(event)
     prefix = [_echo_prefix(req, role)] * len(generations)
     encode = chunk_encoder(head)
+    # vLLM stamps the fingerprint on the terminal chunks only, or on the usage chunk that follows them.
+    fingerprint = stream_fingerprint(state)
     as_ids = state.tokens_as_ids(req.return_tokens_as_token_ids)
     single = len(generations) == 1
     contexts: list[list[int]] = [[] for _ in generations]  # per choice, for the token strings
@@ -444,10 +453,13 @@ async def _stream(
         if req.return_token_ids:
             choice["token_ids"] = list(chunk.token_ids)
         # A single choice's last chunk is held to leave with the usage event and [DONE] (one write).
+        stamp = fingerprint if final and not usage_wanted else {}
         if continuous:
             count = gen.usage.completion_tokens
             usage = running_usage(state, gen.usage.prompt_tokens, count, out.reasoning_tokens() or 0)
-            await sse.event({**head, "choices": [choice], "usage": usage}, hold=final and single)
+            await sse.event({**head, "choices": [choice], "usage": usage, **stamp}, hold=final and single)
+        elif stamp:
+            await sse.event({**head, "choices": [choice], **stamp}, hold=final and single)
         else:
             await sse.event(encode(choice), hold=final and single)
 
@@ -460,5 +472,5 @@ async def _stream(
     for gen, out in zip(generations, outs, strict=True):
         gen.usage.reasoning_tokens = out.reasoning_tokens()
     if usage_wanted:
-        await sse.event({**head, "choices": [], "usage": _usage(generations)}, hold=True)
+        await sse.event({**head, "choices": [], "usage": _usage(generations), **fingerprint}, hold=True)
     await sse.done()

@@ -40,7 +40,14 @@ from .errors import APIError
 from .http import Headers, Send, SSEWriter, chunk_encoder, send_json
 from .logprobs import completion_logprobs, echo_completion_logprobs, end_offset, prompt_logprobs_field
 from .models import CompletionRequest, parse_json, structure
-from .state import ServerState, base_request_id, engine_failure, param_error, response_usage
+from .state import (
+    ServerState,
+    base_request_id,
+    engine_failure,
+    param_error,
+    response_usage,
+    stream_fingerprint,
+)
 from .streaming import drive
 
 log = logging.getLogger("trio_front.api")
@@ -307,7 +314,7 @@ async def _complete(
             "choices": choices,
             "service_tier": None,
             "usage": response_usage(_total_usage(generations, req.n)),
-            "system_fingerprint": None,
+            "system_fingerprint": state.system_fingerprint,
             "kv_transfer_params": None,
             "ec_transfer_params": None,
             "metrics": None,
@@ -332,6 +339,8 @@ async def _stream(
         "model": prepared.model,
     }
     encode = chunk_encoder(head)
+    # vLLM stamps the fingerprint on the terminal chunks only, or on the usage chunk that follows them.
+    fingerprint = stream_fingerprint(state)
     tok = state.tokenizer
     as_ids = state.tokens_as_ids(req.return_tokens_as_token_ids)
     no_generation = _echo_without_generation(req)
@@ -394,6 +403,7 @@ async def _stream(
             choice["token_ids"] = list(chunk.token_ids)
         # A single prompt's last chunk is held to leave with the usage event and [DONE] (one write).
         hold = single and chunk.finish_reason is not None
+        stamp = fingerprint if chunk.finish_reason is not None and not usage_wanted else {}
         if continuous:  # vLLM's continuous_usage_stats: this choice's tokens so far
             prompt_tokens, completion = gen.usage.prompt_tokens, gen.usage.completion_tokens
             usage = {
@@ -401,7 +411,9 @@ async def _stream(
                 "total_tokens": prompt_tokens + completion,
                 "completion_tokens": completion,
             }
-            await sse.event({**head, "choices": [choice], "usage": usage}, hold=hold)
+            await sse.event({**head, "choices": [choice], "usage": usage, **stamp}, hold=hold)
+        elif stamp:
+            await sse.event({**head, "choices": [choice], **stamp}, hold=hold)
         else:
             await sse.event(encode(choice), hold=hold)
 
@@ -413,7 +425,8 @@ async def _stream(
     except EngineError as exc:  # the engine died mid-stream: tell the client in-band, as vLLM does
         await sse.event(APIError(503, str(exc)).body())
     if usage_wanted:
-        await sse.event({**head, "choices": [], "usage": _total_usage(generations, req.n)}, hold=True)
+        usage_event = {**head, "choices": [], "usage": _total_usage(generations, req.n), **fingerprint}
+        await sse.event(usage_event, hold=True)
     await sse.done()
 
 

@@ -9,6 +9,7 @@ import attrs
 
 from trio_front.assistant import AssistantConfig
 from trio_front.engine.client import ClientState, EngineClient
+from trio_front.serving.fingerprint import system_fingerprint
 from trio_front.serving.params import ModelLimits, ParamError
 from trio_front.serving.sampling_defaults import SamplingDefaults
 from trio_front.serving.structured import StructuredConfig
@@ -62,7 +63,11 @@ class ServerState:
     enable_force_include_usage: bool = False
     #: keys, CORS, request-id headers, access log (``api/middleware/``)
     http: HTTPOptions = attrs.Factory(HTTPOptions)
+    #: vLLM's ``--fingerprint-mode`` / ``--fingerprint-value`` (``serving/fingerprint.py``)
+    fingerprint_mode: str = "full"
+    fingerprint_value: str | None = None
     _limits: ModelLimits | None = None
+    _fingerprint: tuple[str | None] | None = None
 
     @property
     def limits(self) -> ModelLimits:
@@ -74,6 +79,17 @@ class ServerState:
                 sampling=self.sampling_defaults,
             )
         return self._limits
+
+    @property
+    def system_fingerprint(self) -> str | None:
+        """The responses' ``system_fingerprint``, computed once from the engine's registration."""
+        if self._fingerprint is None:
+            registration = self.engine.registration
+            if registration is None:  # not ready: no response is built before it is
+                return None
+            mode, value = self.fingerprint_mode, self.fingerprint_value
+            self._fingerprint = (system_fingerprint(mode, value, registration, self.model_path),)
+        return self._fingerprint[0]
 
     @property
     def served_model_names(self) -> tuple[str, ...]:
@@ -233,3 +249,10 @@ def include_usage(stream_options: dict[str, Any] | None) -> bool:
     if not isinstance(value, bool):
         raise APIError(400, "stream_options.include_usage must be a boolean", param="stream_options")
     return value
+
+
+def stream_fingerprint(state: ServerState) -> dict[str, str]:
+    """The ``system_fingerprint`` key for a stream's terminal chunks (none at all when it is null: vLLM's
+    stream chunks leave out null fields)."""
+    fingerprint = state.system_fingerprint
+    return {} if fingerprint is None else {"system_fingerprint": fingerprint}

@@ -171,6 +171,11 @@ def add_vllm_options(p: argparse.ArgumentParser) -> list[str]:
         help="logprobs name tokens 'token_id:N' unless a request says otherwise")  # fmt: skip
     add(g, "--enable-force-include-usage", action=BOOL, default=False,
         help="usage on every stream, as if each request set stream_options.include_usage")  # fmt: skip
+    add(g, "--fingerprint-mode", choices=("full", "hash", "custom", "none"), default="full",
+        help="system_fingerprint: full = vllm-<version>[-tpN...]-<hash8> of the model and engine, hash = "
+        "without parallelism, custom = --fingerprint-value, none = null (default full)")  # fmt: skip
+    add(g, "--fingerprint-value", type=_optional(str), default=None, metavar="TEXT",
+        help="the system_fingerprint with --fingerprint-mode custom")  # fmt: skip
     add(g, "--enable-scale-out", action=BOOL, default=False,
         help="serve /v1/completions/render, /v1/chat/completions/render, /inference/v1/generate and "
         "/inference/v1/abort_requests (403 otherwise, as vLLM)")  # fmt: skip

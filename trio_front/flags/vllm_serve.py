@@ -101,6 +101,12 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def _fingerprint_mode(value: Any) -> str:
+    if value not in ("full", "hash", "custom", "none"):
+        raise ValueError(f"expected one of full, hash, custom, none, got {value!r}")
+    return value
+
+
 def _opt_object(value: Any) -> dict[str, Any] | None:
     if isinstance(value, str):  # the argparse form
         value = json.loads(value)
@@ -348,9 +354,8 @@ _REFUSED: list[Flag] = [
     Flag("enable_force_include_usage", Kind.HONOURED, False, _field("enable_force_include_usage", _bool)),
     _refused("enable_prompt_tokens_details", False, _UNTIL_LANDED),
     _refused("enable_per_request_metrics", False, "per-request metrics in responses are not supported"),
-    # trio-front's system_fingerprint is always null, i.e. vLLM's 'none' (its default 'full' differs).
-    _refused("fingerprint_mode", "full", "system_fingerprint is always null in trio-front", ok=_in("none")),
-    _refused("fingerprint_value", None, "system_fingerprint is always null in trio-front"),
+    Flag("fingerprint_mode", Kind.HONOURED, "full", _field("fingerprint_mode", _fingerprint_mode)),
+    Flag("fingerprint_value", Kind.HONOURED, None, _field("fingerprint_value", _opt_str)),
     _refused("enable_prompt_embeds", False, "prompt embeddings are not supported"),
     _refused("enable_mm_embeds", False, _MM),
     _refused("trust_request_mm_kwargs", False, _MM),
