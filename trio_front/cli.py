@@ -229,9 +229,20 @@ def _serve(args: argparse.Namespace) -> int:
     config = _frontend_config(args, f"tcp://127.0.0.1:{port}", str(model))
     _check_config(config)
     engine_args = _engine_args(args)
+    if _speculative(engine_args):  # the frontend refuses what the speculative sampler cannot do, as vLLM's
+        import attrs
+
+        config = attrs.evolve(config, speculative_decoding=True)  # type: ignore[misc]
     supervisor = EngineSupervisor(model.resolve(), "127.0.0.1", port, tuple(engine_args))
     trio.run(partial(serve_frontend, config, supervise=supervisor))
     return 0
+
+
+def _speculative(engine_args: list[str]) -> bool:
+    """Whether ``--engine-arg``s turn on vLLM's speculative decoding."""
+    names = [a.split("=")[0].replace("_", "-") for a in engine_args if a.startswith("-")]
+    prefixes = ("--speculative-config", "--spec-method", "--spec-model")  # dotted forms too
+    return any(n == "-sc" or n.startswith(prefixes) for n in names)
 
 
 def _engine_args(args: argparse.Namespace) -> list[str]:

@@ -118,6 +118,8 @@ class FrontendConfig:
     return_tokens_as_token_ids: bool = False
     #: usage on every stream, as if each asked for ``stream_options.include_usage``
     enable_force_include_usage: bool = False
+    #: the engine runs speculative decoding: min_p and logit_bias are refused as vLLM refuses them
+    speculative_decoding: bool = False
     #: ``system_fingerprint``: full, hash, custom (``fingerprint_value``) or none (serving/fingerprint.py)
     fingerprint_mode: str = "full"
     fingerprint_value: str | None = None
@@ -210,6 +212,7 @@ def build_app(config: FrontendConfig) -> App:
         trust_request_chat_template=config.trust_request_chat_template,
         return_tokens_as_token_ids=config.return_tokens_as_token_ids,
         enable_force_include_usage=config.enable_force_include_usage,
+        speculative_decoding=config.speculative_decoding,
         fingerprint_mode=config.fingerprint_mode,
         fingerprint_value=config.fingerprint_value,
         sampling_defaults=load_sampling_defaults(

@@ -87,7 +87,14 @@ def test_engine_flags_need_nothing(vllm: dict[str, Any]) -> None:
     assert {"tensor_parallel_size", "speculative_config", "compilation_config", "max_num_seqs"} <= set(data)
     result = from_args_json(data, environ={})
     assert (result.refused, result.unknown, result.ignored) == ([], [], [])
-    assert set(result.fields) == {"model", "engine_ready_timeout", "http_timeout_keep_alive"}
+    # speculative decoding is the engine's, but the frontend refuses min_p / logit_bias with it, as vLLM's
+    assert set(result.fields) == {
+        "model",
+        "engine_ready_timeout",
+        "http_timeout_keep_alive",
+        "speculative_decoding",
+    }
+    assert result.fields["speculative_decoding"] is True
 
 
 def test_refused_and_ignored_are_reported(vllm: dict[str, Any]) -> None:

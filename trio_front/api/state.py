@@ -63,6 +63,8 @@ class ServerState:
     enable_force_include_usage: bool = False
     #: keys, CORS, request-id headers, access log (``api/middleware/``)
     http: HTTPOptions = attrs.Factory(HTTPOptions)
+    #: the engine runs speculative decoding (vLLM's ``--speculative-config``, known to ``serve``/``frontend``)
+    speculative_decoding: bool = False
     #: vLLM's ``--fingerprint-mode`` / ``--fingerprint-value`` (``serving/fingerprint.py``)
     fingerprint_mode: str = "full"
     fingerprint_value: str | None = None
@@ -77,6 +79,7 @@ class ServerState:
                 self.engine.max_model_len,
                 max_logprobs=self.max_logprobs,
                 sampling=self.sampling_defaults,
+                speculative_decoding=self.speculative_decoding,
             )
         return self._limits
 

@@ -47,7 +47,8 @@ class Flag:
     kind: Kind
     #: vLLM's default (JSON form); a value equal to it is as if the flag were not given
     default: Any = _NO_DEFAULT
-    #: HONOURED: value → FrontendConfig fields (raises Refused / ValueError for values it cannot take)
+    #: HONOURED: value → FrontendConfig fields (raises Refused / ValueError for values it cannot take);
+    #: ENGINE: what a non-null value implies for the frontend too (:data:`_ENGINE_IMPLIES`)
     convert: Callable[[Any], dict[str, Any]] | None = None
     #: REFUSED: values that are harmless after all (the default always is)
     ok: Callable[[Any], bool] | None = None
@@ -485,12 +486,25 @@ optimization_level performance_mode
 """.split()
 
 
+def _speculative(_value: Any) -> dict[str, Any]:
+    return {"speculative_decoding": True}
+
+
+#: ENGINE dests whose value the frontend must also act on (``convert`` on an ENGINE flag): with speculative
+#: decoding vLLM's frontend refuses min_p and logit_bias (``SamplingParams._validate_spec_decode``).
+_ENGINE_IMPLIES: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "speculative_config": _speculative,
+    "spec_method": _speculative,
+    "spec_model": _speculative,
+}
+
+
 def _build() -> dict[str, Flag]:
     flags = [
         *_HONOURED,
         *_REFUSED,
         *(Flag(d, Kind.IGNORED, _IGNORED_DEFAULTS[d], why=why) for d, why in _IGNORED_WHY.items()),
-        *(Flag(d, Kind.ENGINE) for d in _ENGINE),
+        *(Flag(d, Kind.ENGINE, convert=_ENGINE_IMPLIES.get(d)) for d in _ENGINE),
     ]
     table: dict[str, Flag] = {}
     for flag in flags:
@@ -545,6 +559,8 @@ def map_values(values: Mapping[str, Any], environ: Mapping[str, str]) -> Mapped:
             unknown.append(key)
             continue
         if flag.kind is Kind.ENGINE:
+            if flag.convert is not None and value is not None:  # the frontend must know of it too
+                fields.update(flag.convert(value))
             continue
         if flag.kind is Kind.IGNORED:
             if not flag.is_default(value):

@@ -106,6 +106,8 @@ class ModelLimits:
     truncation_side: str = "left"
     #: vLLM's ``override_max_tokens``: caps every request's ``max_tokens`` (:class:`SamplingDefaults`).
     override_max_tokens: int | None = None
+    #: the engine runs speculative decoding (``--speculative-config``): min_p and logit_bias are refused
+    speculative_decoding: bool = False
 
     @classmethod
     def from_tokenizer(
@@ -115,6 +117,7 @@ class ModelLimits:
         *,
         max_logprobs: int = MAX_LOGPROBS,
         sampling: SamplingDefaults | None = None,
+        speculative_decoding: bool = False,
     ) -> ModelLimits:
         """The limits of *tokenizer*'s model; *sampling* are the server's sampling defaults (none: vLLM's
         own; the tokenizer's folder is not where ``--generation-config`` points)."""
@@ -129,6 +132,7 @@ class ModelLimits:
             dict(sampling.values),
             max_logprobs=max_logprobs,
             override_max_tokens=sampling.override_max_tokens,
+            speculative_decoding=speculative_decoding,
         )
 
     @property
@@ -609,6 +613,11 @@ def build_params(
         if _out_of_vocab(allowed, limits.vocab_size):
             raise ParamError("allowed_token_ids contains out-of-vocab token id!", "allowed_token_ids")
         allowed = list(allowed)
+    # SamplingParams._validate_spec_decode: the engine's speculative sampler has neither.
+    if limits.speculative_decoding and (float(min_p) > _SAMPLING_EPS or bias):
+        raise ParamError(
+            "The min_p and logit_bias sampling parameters are not yet supported with speculative decoding."
+        )
     bad_ids = None
     if bad_words:
         if tokenizer is None:
