@@ -5,6 +5,7 @@ own middleware (``security_oracle.py``, in the engine venv) message for message.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -228,12 +229,15 @@ async def test_browser_subprotocol_carries_the_key() -> None:
         async with open_client(url, subprotocols=protocols) as conn:
             assert conn.subprotocol == "realtime"  # never the key-carrying one
             with trio.fail_after(10):
-                assert '"session.created"' in await conn.get_message()
+                created = json.loads(await conn.get_message())
+            # the browser's way to ask for the beta dialect (it cannot send the OpenAI-Beta header)
+            assert created["type"] == "session.created" and "modalities" in created["session"], created
         # the header works on a raw client as well, and a socket with no subprotocol offered gets none
         async with open_client(url, extra_headers=[(b"authorization", f"bearer {KEYS[1]}".encode())]) as conn:
             assert conn.subprotocol is None
             with trio.fail_after(10):
-                await conn.get_message()
+                created = json.loads(await conn.get_message())
+            assert "output_modalities" in created["session"], created  # GA unless asked
 
 
 def test_subprotocol_selection() -> None:

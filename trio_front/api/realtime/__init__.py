@@ -40,7 +40,10 @@ from ..lora import refuse_adapter
 from ..state import ServerState
 from ..ws import Rejected, Socket, serve_socket
 from .handler import RealtimeHandler
-from .protocol import dialect_for
+from .protocol import BETA, dialect_for
+
+#: what browsers offer for the beta dialect (OpenAI's realtime-console sends it next to the key)
+BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
 
 __all__ = ["handle_websocket"]
 
@@ -49,7 +52,9 @@ async def handle_websocket(state: ServerState, scope: Scope, receive: Receive, s
     """Serve one ``/v1/realtime`` socket: 404 for an unknown ``model``, 503 while the engine is not ready."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     model = query.get("model", [None])[0]
-    dialect = dialect_for(scope.get("headers", []))
+    # A browser cannot set the OpenAI-Beta header: it offers the "openai-beta.realtime-v1" subprotocol.
+    beta_offered = BETA_SUBPROTOCOL in scope.get("subprotocols", ())
+    dialect = BETA if beta_offered else dialect_for(scope.get("headers", []))
 
     def check() -> None:
         try:
