@@ -27,6 +27,7 @@ from trio_front.api.app import App
 from trio_front.api.middleware import HTTPOptions
 from trio_front.api.state import ServerState
 from trio_front.api.ws import WSOptions
+from trio_front.api.ws import shutdown as ws_shutdown
 from trio_front.assistant import AssistantConfig
 from trio_front.engine.client import ClientState, EngineClient, LinkConfig
 from trio_front.listen import hypercorn_config
@@ -253,29 +254,42 @@ async def serve_frontend(
 ) -> None:
     """Serve until SIGINT/SIGTERM (or the supervised engine exits); ``started`` gets the bound URLs.
 
-    A signal stops accepting connections at once; with ``shutdown_timeout`` > 0 in-flight requests then get
-    that long to finish (``/health`` says 503, new requests are refused) before the rest is aborted in one
-    ABORT. A second signal ends the wait. Anything else that ends the server (the engine died, a start-up
-    failure) aborts at once. ``serve``'s engine is stopped only after that, and the whole exit is bounded:
-    vLLM's supervisor kills its frontend ``max(shutdown_timeout, 5)`` seconds after SIGTERM.
+    A signal stops accepting connections at once; with ``shutdown_timeout`` > 0 in-flight requests and
+    WebSocket responses then get that long to finish (``/health`` says 503, new requests, upgrades and
+    WebSocket responses are refused; the log says every second what is still running) before the rest is
+    aborted in one ABORT. A second signal ends the wait. Anything else that ends the server (the engine
+    died, a start-up failure) aborts at once. Then every WebSocket sends what its responses queued and
+    closes with 1001 (going away). ``serve``'s engine is stopped only after that, and the whole exit is
+    bounded: vLLM's supervisor kills its frontend ``max(shutdown_timeout, 5)`` seconds after SIGTERM.
     """
     app = build_app(config)
     hconfig = hypercorn_config(config)
     # hypercorn's clock starts at the stop trigger: the drain, then a short grace for connections to close.
     hconfig.graceful_timeout = config.shutdown_timeout + config.graceful_timeout
+    hconfig.errorlog = _hypercorn_logger()
     stop = trio.Event()
     drain = False
     startup_failed = False
     drain_scope = trio.CancelScope()
+    stopping_since = 0.0
 
     def shutdown(reason: str, *, graceful: bool = False) -> None:
-        nonlocal drain
+        nonlocal drain, stopping_since
         if stop.is_set():
+            if drain and not drain_scope.cancel_called:
+                log.info("%s again: aborting what is still running", reason)
             drain_scope.cancel()  # asked again: stop waiting for in-flight requests
             return
-        drain = graceful and config.shutdown_timeout > 0
+        stopping_since = trio.current_time()
+        drain = graceful and config.shutdown_timeout > 0 and _busy(app)
         if drain:
-            log.info("shutting down: %s; in-flight requests get %g s", reason, config.shutdown_timeout)
+            log.info(
+                "shutting down: %s; waiting up to %g s (--shutdown-timeout) for %s (a second signal aborts "
+                "them)",
+                reason,
+                config.shutdown_timeout,
+                _describe(_pending(app)),
+            )
         else:
             log.info("shutting down: %s", reason)
         stop.set()
@@ -287,7 +301,13 @@ async def serve_frontend(
 
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=stop.wait))
-        log.info("trio-front serving %s on %s", app.state.served_model_name, ", ".join(binds))
+        # hypercorn's own "Running on" is filtered out (_hypercorn_logger): this line says more.
+        log.info(
+            "trio-front serving %s on %s: listening, not ready until the engine registers (/health answers "
+            "503 until then; Ctrl-C to quit)",
+            app.state.served_model_name,
+            ", ".join(binds),
+        )
         async with trio.open_nursery() as helpers:
             helpers.start_soon(_watch_signals, shutdown)
             if supervise is not None:
@@ -306,18 +326,83 @@ async def serve_frontend(
                 print(json.dumps({"input": in_addr, "output": out_addr}), flush=True)
             task_status.started(binds)
             await stop.wait()
+            app.draining = True  # /health 503, new POSTs refused
+            ws_shutdown.begin_drain(app.state.ws_stats)  # new upgrades and WebSocket responses refused
             if drain:
                 with drain_scope, trio.move_on_after(config.shutdown_timeout):
-                    await app.drain()
-                left = app.engine.open_requests
-                log.info("drained" if not left else "aborting %d engine request(s) still running", left)
+                    await _drain(app, config.shutdown_timeout)
+                if _busy(app):
+                    log.info("aborting what is still running: %s", _describe(_pending(app)))
+                else:
+                    log.info("drained in %.1f s", trio.current_time() - stopping_since)
             app.begin_shutdown()  # aborts every engine request still open, in one ABORT
+            sockets = app.state.ws_stats.open_sockets
+            left_open = await ws_shutdown.close_all(app.state.ws_stats, config.graceful_timeout)
+            if sockets:
+                log.info(
+                    "closed %d WebSocket(s) with 1001 (going away)%s",
+                    sockets - left_open,
+                    f"; {left_open} not closing in time are cut" if left_open else "",
+                )
             # The helpers (``serve``'s engine supervisor too) stop only now: the engine outlives the drain.
             helpers.cancel_scope.cancel(reason="server shutdown")
         # hypercorn now closes the connections; bound the whole exit.
         nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout + 1
+    log.info("trio-front stopped %.1f s after the shutdown began", trio.current_time() - stopping_since)
     if startup_failed:
         raise SystemExit(1)  # like vLLM, whose start-up fails when a static adapter does not load
+
+
+def _pending(app: App) -> tuple[int, int, int, int]:
+    """What a drain waits for: HTTP requests (streams included), engine requests, WebSocket responses; and
+    the WebSockets open (which close once their responses are done)."""
+    ws = app.state.ws_stats
+    return app.in_flight, app.engine.open_requests, ws.running_responses, ws.open_sockets
+
+
+def _busy(app: App) -> bool:
+    return any(_pending(app)[:3])
+
+
+def _describe(pending: tuple[int, int, int, int]) -> str:
+    http, engine, responses, sockets = pending
+    parts = [f"{http} HTTP request(s)", f"{engine} engine request(s)", f"{responses} WebSocket response(s)"]
+    return ", ".join(parts) + f" ({sockets} WebSocket(s) open)"
+
+
+async def _drain(app: App, timeout: float, report_every: float = 1.0) -> None:
+    """Return once no HTTP request, engine request or WebSocket response is running; log what is left every
+    *report_every* seconds. The caller bounds the wait (and cancels it on a second signal)."""
+    started = trio.current_time()
+    next_report = started + report_every
+    while _busy(app):
+        now = trio.current_time()
+        if now >= next_report:
+            log.info(
+                "draining (%.0f of %g s): waiting for %s", now - started, timeout, _describe(_pending(app))
+            )
+            next_report += report_every
+        await trio.sleep(0.02)
+
+
+class _DropRunningOn(logging.Filter):
+    """hypercorn logs "Running on URL (CTRL + C to quit)" when it listens; serve_frontend's own line says
+    that and whether the engine is there yet."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Running on ")
+
+
+_RUNNING_ON_FILTER = _DropRunningOn()
+
+
+def _hypercorn_logger() -> logging.Logger:
+    """hypercorn's error log as a plain logger: given a Logger, hypercorn adds no handler of its own (with
+    its default it adds a stderr handler *and* propagates to ours, so every line came out twice)."""
+    logger = logging.getLogger("hypercorn.error")
+    if _RUNNING_ON_FILTER not in logger.filters:
+        logger.addFilter(_RUNNING_ON_FILTER)
+    return logger
 
 
 async def _ready_deadline(engine: EngineClient, timeout: float, fail) -> None:  # type: ignore[no-untyped-def]
@@ -347,6 +432,8 @@ async def _load_static_loras(registry: LoRARegistry) -> bool:
 
 
 async def _report_ready(engine: EngineClient, binds: list[str]) -> None:
+    """Say once that the server answers now (the engine registered), with a request to try."""
+    started = trio.current_time()
     try:
         await engine.wait_ready()
     except Exception:
@@ -356,8 +443,10 @@ async def _report_ready(engine: EngineClient, binds: list[str]) -> None:
     if "://unix:" in url:  # hypercorn's name for a Unix socket bind: curl needs the path apart
         scheme, path = url.split("://unix:", 1)
         curl = f"curl --unix-socket {path} {scheme}://localhost"
-    log.info("engine ready; try: %s/v1/completions -H 'Content-Type: application/json' "
-             "-d '{\"prompt\": \"def hello(\", \"max_tokens\": 16}'", curl)  # fmt: skip
+    log.info("ready: the engine registered %.1f s after the server started listening; try: "
+             "%s/v1/completions -H 'Content-Type: application/json' "
+             "-d '{\"prompt\": \"def hello(\", \"max_tokens\": 16}'",
+             trio.current_time() - started, curl)  # fmt: skip
 
 
 async def _watch_signals(shutdown) -> None:  # type: ignore[no-untyped-def]
@@ -379,6 +468,9 @@ class EngineSupervisor:
     progress_interval: float = 5.0
 
     async def run(self, engine: EngineClient, shutdown) -> None:  # type: ignore[no-untyped-def]
+        """Start the engine and watch it until cancelled (the server's shutdown), then stop its process
+        group (SIGTERM, SIGKILL after 15 s; shielded, and said in the log since it is what an exit waits
+        for). The engine exiting on its own shuts the server down and keeps its log (path logged)."""
         from trio_front.engine.launch import EngineProcess
 
         process = EngineProcess.headless(self.model, self.host, self.port, extra_args=self.extra_args)
@@ -389,6 +481,7 @@ class EngineSupervisor:
                 nursery.start_soon(self._progress, process, engine)
                 await trio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
                 nursery.cancel_scope.cancel()
+            process.keep_log()  # it exited while it was needed: its log says why
             log.error(
                 "the vLLM engine exited with status %s; log tail:\n%s",
                 process.returncode,
@@ -397,7 +490,11 @@ class EngineSupervisor:
             shutdown("the engine process exited")
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(process.terminate)
+                if process.is_running():
+                    log.info("stopping the vLLM engine (pid %d): SIGTERM, SIGKILL after 15 s", process.pid)
+                started = trio.current_time()
+                rc = await trio.to_thread.run_sync(process.terminate)
+                log.info("vLLM engine stopped in %.1f s (exit status %s)", trio.current_time() - started, rc)
 
     async def _progress(self, process, engine: EngineClient) -> None:  # type: ignore[no-untyped-def]
         started = time.monotonic()

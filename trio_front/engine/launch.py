@@ -7,10 +7,17 @@ and by tests. Nothing here imports torch or vllm; the engine runs in its own ven
 In vLLM's headless mode the *frontend binds* the handshake socket and the engine *connects* to it
 (``--data-parallel-address``/``--data-parallel-rpc-port``), so start order does not matter; the engine
 waits 5 minutes for INIT after its HELLO. Attachment is one-shot: restart the engine with the front.
+
+Logs: a process started without a ``log_path`` writes to a file in this process's log directory
+(:func:`run_log_dir`, one per run, named in the log once). The file is deleted when the process is stopped
+(``terminate``/``kill``) or exits with status 0, and kept, its path logged, when it fails; the directory is
+removed at exit once empty.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import signal
 import socket
@@ -31,6 +38,31 @@ TINY_MODEL_DIR = REPO_ROOT / "models" / "tiny-llama"
 
 # The vLLM CLI entry point, run as a module so the venv's python is all we need (no console script).
 _VLLM_CLI = ("-m", "vllm.entrypoints.cli.main", "serve")
+
+log = logging.getLogger("trio_front.engine")
+
+_run_log_dir: Path | None = None
+
+
+def run_log_dir() -> Path:
+    """This process's directory for the logs of the processes it starts (created, and named in the log,
+    on first use; removed at exit if empty): ``$TMPDIR/trio-front-logs-XXXXXXXX``."""
+    global _run_log_dir
+    if _run_log_dir is None or not _run_log_dir.is_dir():
+        _run_log_dir = Path(tempfile.mkdtemp(prefix="trio-front-logs-"))
+        atexit.register(_remove_if_empty, _run_log_dir)
+        log.info(
+            "engine logs go to %s (each deleted when its process stops cleanly, kept if it fails)",
+            _run_log_dir,
+        )
+    return _run_log_dir
+
+
+def _remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:  # a failed process's log is in it (or it is gone already)
+        pass
 
 
 class EngineNotInstalledError(RuntimeError):
@@ -231,8 +263,11 @@ class EngineProcess:
 
     ``start_new_session=True`` makes the child a session and group leader, so signals go to the whole
     tree with ``os.killpg``: a test can SIGKILL everything to simulate engine death without orphans.
-    stdout and stderr go to ``log_path`` (a temp file unless given). Usable as a context manager:
-    ``with EngineProcess(cmd) as eng: ...`` starts it and terminates the group on exit.
+    stdout and stderr go to ``log_path``; unless given, a file in :func:`run_log_dir` that
+    :meth:`terminate`/:meth:`kill` delete when the process ended cleanly (see :attr:`failed`) and keep,
+    logging its path, otherwise (or after :meth:`keep_log`). A given ``log_path`` is the caller's and never
+    deleted. Usable as a context manager: ``with EngineProcess(cmd) as eng: ...`` starts it and terminates
+    the group on exit.
     """
 
     def __init__(
@@ -245,11 +280,16 @@ class EngineProcess:
     ) -> None:
         self.argv = [str(a) for a in argv]
         self.env = engine_env() if env is None else dict(env)
+        #: the log file is ours to delete (no ``log_path`` given)
+        self.owns_log = log_path is None
         if log_path is None:
-            fd, name = tempfile.mkstemp(prefix="vllm-", suffix=".log")
+            fd, name = tempfile.mkstemp(prefix="vllm-", suffix=".log", dir=run_log_dir())
             os.close(fd)
             log_path = name
         self.log_path = Path(log_path)
+        self._keep_log = False
+        #: terminate()/kill() found it running and signalled it (then SIGTERM/SIGKILL is a clean end)
+        self._stopped_by_us = False
         # Default cwd /tmp: a `vllm` directory in the caller's cwd must not shadow the installed package.
         self.cwd = Path(cwd) if cwd is not None else Path(tempfile.gettempdir())
         self._proc: subprocess.Popen[bytes] | None = None
@@ -331,27 +371,58 @@ class EngineProcess:
                 return False
             time.sleep(0.02)
 
+    @property
+    def failed(self) -> bool:
+        """It has exited and not cleanly: on its own with a non-zero status, or, stopped by
+        :meth:`terminate`/:meth:`kill`, with a status other than 0 or death by SIGTERM/SIGKILL."""
+        rc = self.returncode
+        if rc is None or rc == 0:
+            return False
+        return not (self._stopped_by_us and rc in (-signal.SIGTERM, -signal.SIGKILL))
+
+    def keep_log(self) -> None:
+        """Keep the log file whatever the exit status (e.g. the engine exited while it was needed)."""
+        self._keep_log = True
+
+    def _settle_log(self) -> None:
+        """Once the group is gone: delete our log after a clean end, else keep it and say where it is."""
+        if not self.owns_log or not self.log_path.exists():
+            return
+        if self._keep_log or self.failed:
+            log.warning(
+                "kept the log of pid %d (exit status %s): %s", self.pid, self.returncode, self.log_path
+            )
+            self.owns_log = False  # said once; the file is the user's now
+        else:
+            self.log_path.unlink(missing_ok=True)
+
     def kill(self, group_timeout: float = 5.0) -> None:
         """SIGKILL the whole process group at once (simulated engine death).
 
         Returns once the leader is reaped and (up to ``group_timeout`` s) no group member is left,
-        so ports and shared memory of the old tree are released when the caller continues.
+        so ports and shared memory of the old tree are released when the caller continues. Then the
+        log is settled (see the class docstring).
         """
         if self._proc is None:
             return
+        if self._proc.poll() is None:
+            self._stopped_by_us = True
         self._signal_group(signal.SIGKILL)
         self._proc.wait()
         self._wait_group_gone(group_timeout)
+        self._settle_log()
 
     def terminate(self, timeout: float = 15.0) -> int | None:
         """Graceful stop: SIGTERM to the group, wait up to ``timeout`` s for the leader, else SIGKILL.
 
-        A final SIGKILL to the group always follows, so no EngineCore/Worker outlives the call.
-        Returns the leader's exit status (None if never started). Safe to call more than once.
+        A final SIGKILL to the group always follows, so no EngineCore/Worker outlives the call; then the
+        log is settled (see the class docstring). Returns the leader's exit status (None if never
+        started). Safe to call more than once.
         """
         if self._proc is None:
             return None
         if self._proc.poll() is None:
+            self._stopped_by_us = True
             self._signal_group(signal.SIGTERM)
             try:
                 self._proc.wait(timeout)
@@ -360,6 +431,7 @@ class EngineProcess:
         self._signal_group(signal.SIGKILL)
         rc = self._proc.wait()
         self._wait_group_gone(5.0)
+        self._settle_log()
         return rc
 
     def read_log(self, tail: int | None = None) -> str:

@@ -14,6 +14,8 @@ same events as the SSE stream out (``client.responses.connect()`` in the ``opena
   stays open. ``response.steer`` and unknown event types are refused the same way.
 * Cancellation: there is no cancel event in this mode; closing the socket aborts every running response.
   A client that stops reading is cut off after ``WSOptions.send_timeout`` (:mod:`trio_front.api.ws`).
+* Server shutdown: while the server drains, running responses finish and a new ``response.create`` gets
+  a 503 ``server_shutting_down`` error; then the socket closes with 1001 (:mod:`trio_front.api.ws.shutdown`).
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ class ResponsesSocketHandler:
             await self.sock.outbox.put(error_event(APIError(500, "internal server error"), stream_id))
 
     async def _create(self, event: dict[str, Any], stream_id: str | None) -> None:
+        if self.sock.draining:
+            raise CodedError(503, "the server is shutting down", "server_shutting_down")
         if stream_id in self.lanes:
             lane = "this stream_id" if stream_id is not None else "this socket (no stream_id)"
             raise CodedError(

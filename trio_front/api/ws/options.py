@@ -6,7 +6,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
+
+if TYPE_CHECKING:  # the socket module imports this one
+    from .socket import Socket
 
 
 @attrs.frozen
@@ -36,7 +41,8 @@ class WSOptions:
 
 @attrs.define
 class WSStats:
-    """Counters for tests and metrics (all sockets of one server)."""
+    """Counters for tests and metrics (all sockets of one server), and what the server's shutdown needs
+    to reach them: the open sockets and whether the server drains (:mod:`.shutdown`)."""
 
     open_sockets: int = 0
     running_responses: int = 0
@@ -47,3 +53,7 @@ class WSStats:
     coalesced_deltas_total: int = 0
     #: the most events any closed socket ever had queued at once
     outbox_high_water: int = 0
+    #: the sockets open now (a socket adds itself once accepted and removes itself when it ends)
+    sockets: set[Socket] = attrs.field(factory=set, repr=False, eq=False)
+    #: the server is shutting down: no new upgrades, no new responses on open sockets
+    draining: bool = False

@@ -11,7 +11,8 @@ while ``limit`` entries are queued, so a client that sends much and reads nothin
 (hypercorn's receive queue then fills and TCP pushes back on the client).
 
 One writer task calls :meth:`get`. :meth:`close` drops everything queued and makes every later push a
-no-op (the socket is gone).
+no-op (the socket is gone). :meth:`finish` is the graceful end (server shutdown): later pushes are dropped
+too, but what is queued is still handed out before :meth:`get` reports the end.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Outbox:
         self.coalesced = 0  # deltas merged into a queued one (for tests and metrics)
         self.high_water = 0  # most entries ever queued at once
         self.closed = False
+        #: :meth:`finish` was called: nothing more is queued, what is queued still goes out
+        self.finishing = False
         self._queue: deque[Event | _Delta] = deque()
         self._readable = trio.lowlevel.ParkingLot()
         self._writable = trio.lowlevel.ParkingLot()
@@ -56,8 +59,8 @@ class Outbox:
     # ------------------------------------------------------------------ producers
 
     def push(self, event: Event) -> None:
-        """Queue *event* (synchronous, never blocks; dropped once closed)."""
-        if self.closed:
+        """Queue *event* (synchronous, never blocks; dropped once closed or finishing)."""
+        if self.closed or self.finishing:
             return
         self._queue.append(event)
         self.high_water = max(self.high_water, len(self._queue))
@@ -66,8 +69,8 @@ class Outbox:
     def push_delta(self, key: object, event: Event, field: str, text: str) -> bool:
         """Queue *event* with ``event[field] = text``, or add *text* to the last queued entry if that is
         a delta with the same *key* (then *event* is dropped: the first one's other fields stand).
-        Returns whether it merged."""
-        if self.closed:
+        Returns whether it merged (dropped once closed or finishing: True)."""
+        if self.closed or self.finishing:
             return True
         last = self._queue[-1] if self._queue else None
         if isinstance(last, _Delta) and last.key == key:
@@ -80,8 +83,8 @@ class Outbox:
         return False
 
     async def wait_writable(self) -> None:
-        """Wait until fewer than ``limit`` entries are queued (or the outbox is closed)."""
-        while len(self._queue) >= self.limit and not self.closed:
+        """Wait until fewer than ``limit`` entries are queued (or the outbox is closed or finishing)."""
+        while len(self._queue) >= self.limit and not (self.closed or self.finishing):
             await self._writable.park()
 
     async def put(self, event: Event) -> None:
@@ -92,9 +95,10 @@ class Outbox:
     # ------------------------------------------------------------------ writer
 
     async def get(self) -> Event:
-        """The next event to send (deltas materialized); raises ``trio.EndOfChannel`` once closed."""
+        """The next event to send (deltas materialized); raises ``trio.EndOfChannel`` once closed, or once
+        finishing and empty."""
         while not self._queue:
-            if self.closed:
+            if self.closed or self.finishing:
                 raise trio.EndOfChannel
             await self._readable.park()
         entry = self._queue.popleft()
@@ -105,7 +109,14 @@ class Outbox:
             return entry.event
         return entry
 
+    def finish(self) -> None:
+        """The graceful end: drop later pushes, let the writer send what is queued, then end it."""
+        self.finishing = True
+        self._readable.unpark_all()
+        self._writable.unpark_all()
+
     def close(self) -> None:
+        """The abrupt end (the socket is gone): drop what is queued and every later push."""
         self.closed = True
         self._queue.clear()
         self._readable.unpark_all()

@@ -22,9 +22,13 @@ How a socket ends:
 * the client stops reading: once one send has been blocked for ``send_timeout`` seconds the watchdog
   closes the outbox, cancels the nursery (aborting the engine requests at once) and resets the TCP
   connection, which unblocks the stuck send;
-* server shutdown: hypercorn cancels the connection after its graceful timeout; the same cancellation
-  path aborts the engine requests, and if a send is blocked at that moment the watchdog resets the
-  connection at once (otherwise the shielded send would hold the shutdown until the client reads).
+* server shutdown (:mod:`.shutdown`): while the server drains, responses already running finish
+  (protocols refuse new ones, see :attr:`Socket.draining`); then :meth:`Socket.go_away` waits for the
+  socket's response tasks to end, lets the writer send what they queued and closes the socket with 1001
+  (going away). If the server's last deadline passes first, hypercorn cancels the connection: the same
+  cancellation path aborts the engine requests, and if a send is blocked at that moment the watchdog
+  resets the connection at once (otherwise the shielded send would hold the shutdown until the client
+  reads).
 """
 
 from __future__ import annotations
@@ -85,10 +89,44 @@ class Socket:
         self._transport = transport.find_transport(send)
         self._sending_since: float | None = None
         self._stuck_scope = trio.CancelScope()
+        #: tasks started with :meth:`start_soon` still running (the responses)
+        self.tasks = 0
+        self._tasks_done = trio.lowlevel.ParkingLot()
+        #: the close code :meth:`go_away` asked for (the writer sends it once the outbox is empty)
+        self._close_code: int | None = None
+
+    @property
+    def draining(self) -> bool:
+        """The server is shutting down: a protocol refuses new responses (running ones may finish)."""
+        return self.stats.draining
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Run a task (a response) in the socket's nursery: it is cancelled when the socket ends."""
-        self._nursery.start_soon(fn, *args)
+        """Run a task (a response) in the socket's nursery: it is cancelled when the socket ends, and
+        :meth:`go_away` waits for it."""
+        self.tasks += 1
+        self._nursery.start_soon(self._counted, fn, args)
+
+    async def _counted(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        try:
+            await fn(*args)
+        finally:
+            self.tasks -= 1
+            if not self.tasks:
+                self._tasks_done.unpark_all()
+
+    def go_away(self, code: int = 1001) -> None:
+        """Close the socket gracefully (server shutdown): once its response tasks have ended (the server
+        has aborted what the drain left), the writer sends what they queued, then a close frame with
+        *code* (1001, going away), and the socket ends. Idempotent; a no-op on a socket that is ending."""
+        if self._close_code is not None or self.close_reason is not None:
+            return
+        self._close_code = code
+        self._nursery.start_soon(self._finish_when_idle)
+
+    async def _finish_when_idle(self) -> None:
+        while self.tasks:
+            await self._tasks_done.park()
+        self.outbox.finish()  # the writer sends what is queued, then the close frame
 
     def push(self, event: dict[str, Any]) -> None:
         self.outbox.push(event)
@@ -119,6 +157,8 @@ class Socket:
             try:
                 event = await self.outbox.get()
             except trio.EndOfChannel:
+                if self._close_code is not None and not self.outbox.closed:  # go_away(): all sent
+                    await self._close(self._close_code)
                 return
             data = orjson.dumps(event).decode()
             self._sending_since = now = trio.current_time()
@@ -131,6 +171,19 @@ class Socket:
             finally:
                 self._sending_since = None
                 self._stuck_scope.deadline = math.inf
+
+    async def _close(self, code: int) -> None:
+        """Send the close frame (under the stuck-send watchdog like any send), then end the socket."""
+        self._sending_since = now = trio.current_time()
+        self._stuck_scope.deadline = now + self.options.send_timeout
+        try:
+            await self._send({"type": "websocket.close", "code": code})
+        except OSError:
+            pass  # the client is gone already
+        finally:
+            self._sending_since = None
+            self._stuck_scope.deadline = math.inf
+        self._end("server shutdown")
 
     async def _watch(self) -> None:
         timeout = self.options.send_timeout
@@ -176,13 +229,15 @@ async def serve_socket(
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    if check is not None:
-        try:
-            check()
-        except Rejected as exc:
-            await _deny(scope, send, exc.error)
-            return
     stats = state.ws_stats
+    try:
+        if stats.draining:  # as HTTP requests while the server drains
+            raise Rejected(APIError(503, "the server is shutting down", type="ServiceUnavailableError"))
+        if check is not None:
+            check()
+    except Rejected as exc:
+        await _deny(scope, send, exc.error)
+        return
     stats.open_sockets += 1
     stats.sockets_total += 1
     sock: Socket | None = None
@@ -194,6 +249,7 @@ async def serve_socket(
         await send(accept)
         async with trio.open_nursery() as nursery:
             sock = Socket(state, nursery, send, state.ws_options, stats)
+            stats.sockets.add(sock)
             nursery.start_soon(sock._write)
             nursery.start_soon(sock._watch)
             handler = make_handler(sock)
@@ -203,6 +259,7 @@ async def serve_socket(
     finally:
         stats.open_sockets -= 1
         if sock is not None:
+            stats.sockets.discard(sock)
             stats.coalesced_deltas_total += sock.outbox.coalesced
             stats.outbox_high_water = max(stats.outbox_high_water, sock.outbox.high_water)
             sock.outbox.close()
