@@ -229,6 +229,8 @@ async def test_websocket_responses_finish_in_the_drain_then_sockets_close_with_1
             {"type": "response.create", "model": NAME, "input": "more", "max_output_tokens": 4}
         )
         refused = await responses.until("error")
+        await realtime.send({"type": "response.create"})  # and on Realtime
+        refused_realtime = await realtime.until("error")
         async with trio.open_nursery() as readers:
             for ws in (realtime, responses, idle):
                 readers.start_soon(ws.read_to_close)
@@ -237,6 +239,7 @@ async def test_websocket_responses_finish_in_the_drain_then_sockets_close_with_1
         nursery.cancel_scope.cancel()
 
     assert refused["status"] == 503 and refused["error"]["code"] == "server_shutting_down", refused
+    assert refused_realtime["error"]["code"] == "server_shutting_down", refused_realtime
     done = next(e for e in realtime.events if e["type"] == "response.done")
     assert done["response"]["status"] == "incomplete", done
     assert done["response"]["usage"]["output_tokens"] == tokens, done

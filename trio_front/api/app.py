@@ -90,13 +90,6 @@ class App:
     def engine(self) -> EngineClient:
         return self.state.engine
 
-    async def drain(self) -> None:
-        """Refuse new work and return once no POST request and no engine request is in flight (the
-        Realtime/Responses WebSockets' responses are engine requests). The caller bounds the wait."""
-        self.draining = True
-        while self.in_flight or self.engine.open_requests:  # noqa: ASYNC110 (shutdown only; no event to wait on)
-            await trio.sleep(0.02)
-
     def begin_shutdown(self) -> None:
         """Stop the engine link now: every open engine request is aborted and its response ends."""
         self._shutdown.set()

@@ -177,6 +177,8 @@ class RealtimeHandler:
     # ------------------------------------------------------------------ responses
 
     async def _response_create(self, event: dict[str, Any]) -> None:
+        if self.sock.draining:  # the server drains: responses in flight finish, no new ones start
+            raise EventError("the server is shutting down", "server_shutting_down", type="server_error")
         if self.active is not None:
             raise EventError(
                 f"Conversation already has an active response in progress: {self.active.id}. Wait until the "
