@@ -137,7 +137,7 @@ def _parse_tool_calls(tool_calls: list[Any]) -> list[Any]:
         elif isinstance(arguments, str):
             try:
                 parsed = json.loads(arguments)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: arguments nested 10^4 deep
                 parsed = {}  # history must stay renderable even with a malformed call in it
         else:
             parsed = arguments
@@ -155,6 +155,8 @@ def normalize_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ``description``/``parameters`` present (``None``) even when the request omits them."""
     out = []
     for tool in tools:
+        if not isinstance(tool, Mapping):
+            raise ChatTemplateError("Each tool must be an object.")
         function = tool.get("function")
         if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
             raise ChatTemplateError("Each tool needs a function with a name.")
@@ -165,6 +167,8 @@ def normalize_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def normalize_message(message: Mapping[str, Any], content_format: ContentFormat) -> Message:
     """One OpenAI message -> one template message (see the module docstring)."""
+    if not isinstance(message, Mapping):
+        raise ChatTemplateError(f"Each message must be an object, got {type(message).__name__}.")
     role = message.get("role")
     if not isinstance(role, str):
         raise ChatTemplateError("Each message must have a string 'role'.")
