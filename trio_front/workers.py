@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import zmq
 from trio_front.engine import wire
 from trio_front.engine.handshake import serve_handshake
 from trio_front.engine.zmq_trio import make_socket
+from trio_front.metrics import multiprocess as metrics_multiprocess
 from trio_front.server import FrontendConfig
 
 log = logging.getLogger("trio_front.workers")
@@ -49,7 +51,17 @@ def worker_config(config: FrontendConfig, index: int) -> FrontendConfig:
 
 
 async def run_supervisor(config: FrontendConfig, workers: int) -> int:
-    """Run *workers* worker processes and the handshake; return an exit status."""
+    """Run *workers* worker processes and the handshake; return an exit status.
+
+    ``/metrics`` is correct across the workers: they write prometheus_client's multiprocess files into a
+    directory this supervisor creates, passes in ``PROMETHEUS_MULTIPROC_DIR`` and removes when it stops
+    (also on error or cancellation).
+    """
+    with metrics_multiprocess.owned_directory() as metrics_dir:
+        return await _supervise(config, workers, metrics_dir)
+
+
+async def _supervise(config: FrontendConfig, workers: int, metrics_dir: str) -> int:
     ctx = zmq.Context.instance()
     handshake = make_socket(ctx, zmq.ROUTER, bind=config.engine_addr)
     procs: list[trio.Process] = []
@@ -60,7 +72,8 @@ async def run_supervisor(config: FrontendConfig, workers: int) -> int:
             for index in range(workers):
                 cfg = worker_config(config, index)
                 argv = [sys.executable, "-m", "trio_front.cli", "worker", "--config-json", _dump(cfg)]
-                proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE)
+                env = {**os.environ, metrics_multiprocess.ENV: metrics_dir}
+                proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, env=env)
                 procs.append(proc)
             with trio.fail_after(WORKER_START_TIMEOUT):
                 for proc in procs:
@@ -74,7 +87,7 @@ async def run_supervisor(config: FrontendConfig, workers: int) -> int:
             nursery.start_soon(_forward_signals, procs)
             exited = trio.Event()
             for proc in procs:
-                nursery.start_soon(_watch_worker, proc, exited)
+                nursery.start_soon(_watch_worker, proc, exited, metrics_dir)
             await exited.wait()
             for proc in procs:
                 if proc.returncode is None:
@@ -109,9 +122,10 @@ async def _handshake_then_close(sock, init: wire.HandshakeInit, address: str) ->
     sock.close()
 
 
-async def _watch_worker(proc: trio.Process, exited: trio.Event) -> None:
+async def _watch_worker(proc: trio.Process, exited: trio.Event, metrics_dir: str) -> None:
     await proc.wait()
     log.info("worker %d exited with %s", proc.pid, proc.returncode)
+    metrics_multiprocess.mark_dead(metrics_dir, proc.pid)
     exited.set()
 
 

@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 import trio_front
 from trio_front.engine.client import ClientState
+from trio_front.metrics import Metrics, OurSeries, multiprocess
 from trio_front.serving.lora import model_permission
 
 from .errors import APIError
@@ -100,67 +101,42 @@ async def version(state: ServerState, send: Send) -> None:
 
 
 class _EngineCollector(Collector):
+    """Process-local gauges: whether this process's engine link is up (with ``--workers``, the process
+    that answers the scrape reports its own link; all workers share one engine)."""
+
     def __init__(self, state: ServerState) -> None:
         self.state = state
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        engine = self.state.engine
-        stats = engine.stats
-        labels = ["model_name"]
-        name = [self.state.served_model_name]
-        for key, help_text in (
-            ("submitted", "Requests submitted to the engine"),
-            ("finished", "Requests the engine finished"),
-            ("aborted", "Requests aborted by the frontend"),
-        ):
-            family = CounterMetricFamily(f"trio_front_requests_{key}", help_text, labels=labels)
-            family.add_metric(name, stats[key])
-            yield family
-        open_requests = GaugeMetricFamily(
-            "trio_front_requests_open", "Engine requests in flight", labels=labels
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "trio_front_engine_up", "1 while the engine link is ready", labels=["model_name"]
         )
-        open_requests.add_metric(name, engine.open_requests)
-        yield open_requests
-        up = GaugeMetricFamily("trio_front_engine_up", "1 while the engine link is ready", labels=labels)
-        up.add_metric(name, 1.0 if engine.state is ClientState.READY else 0.0)
+        up.add_metric(
+            [self.state.served_model_name], 1.0 if self.state.engine.state is ClientState.READY else 0.0
+        )
         yield up
-        sched = engine.scheduler_stats or {}
-        for key in ("num_running_reqs", "num_waiting_reqs", "kv_cache_usage"):
-            if isinstance(sched.get(key), (int, float)):
-                gauge = GaugeMetricFamily(
-                    f"trio_front_engine_{key}", f"Engine scheduler {key}", labels=labels
-                )
-                gauge.add_metric(name, float(sched[key]))
-                yield gauge
-        yield from self._websockets(labels, name)
-
-    def _websockets(
-        self, labels: list[str], name: list[str]
-    ) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        ws = self.state.ws_stats
-        for key, help_text in (
-            ("open_sockets", "WebSockets open (Realtime and Responses)"),
-            ("running_responses", "WebSocket responses generating"),
-        ):
-            gauge = GaugeMetricFamily(f"trio_front_ws_{key}", help_text, labels=labels)
-            gauge.add_metric(name, float(getattr(ws, key)))
-            yield gauge
-        for key, help_text in (
-            ("sockets", "WebSockets accepted"),
-            ("responses", "WebSocket responses started"),
-            ("cancelled", "WebSocket responses cancelled (response.cancel or socket closed)"),
-            ("stuck_closed", "WebSockets closed because the client stopped reading"),
-            ("coalesced_deltas", "Text deltas merged while a WebSocket client lagged"),
-        ):
-            family = CounterMetricFamily(f"trio_front_ws_{key}", help_text, labels=labels)
-            family.add_metric(name, getattr(ws, f"{key}_total"))
-            yield family
 
 
 def make_registry(state: ServerState) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_EngineCollector(state))
-    return registry
+    """The registry ``/metrics`` serves, and the engine client's :class:`~trio_front.metrics.Metrics`.
+
+    vLLM's series are created once the engine registered (their token buckets follow ``max_model_len``);
+    ours and the WebSocket counters exist from the start. With ``PROMETHEUS_MULTIPROC_DIR`` set
+    (``--workers``) the registry reads every worker's values (:mod:`trio_front.metrics.multiprocess`).
+    """
+    local = CollectorRegistry(auto_describe=False)
+    name = state.served_model_name
+    ours = OurSeries(local, name)
+    state.ws_stats.bind(ours.ws)
+    engine = state.engine
+
+    def factory(registration: Any) -> Metrics:
+        return Metrics(local, name, registration.max_model_len, engine.config.engine_count, ours)
+
+    engine.metrics_factory = factory
+    if engine.registration is not None and engine.metrics is None:
+        engine.metrics = factory(engine.registration)
+    return multiprocess.exporting_registry(local, [_EngineCollector(state)])
 
 
 async def metrics(registry: CollectorRegistry, send: Send) -> None:

@@ -11,6 +11,7 @@ Inside an HTTP request, :func:`drive` also has the generations aborted the momen
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 
@@ -43,7 +44,7 @@ async def drive(
             # Leaving early aborts every live sibling in one ABORT (n>1 children, several prompts), before
             # the generations' own exits would send one each.
             stack.callback(abort_together, generations, "closed early")
-        on_disconnect(lambda: abort_together(generations, "client disconnected"))
+        on_disconnect(lambda: _abort_on_disconnect(generations))
         if len(generations) == 1:
             await _drive_one(0, generations[0], on_chunk, keep_alive, on_idle)
             return
@@ -70,6 +71,16 @@ async def drive(
                             await on_idle()
                         continue
                     await on_chunk(*item)
+
+
+def _abort_on_disconnect(generations: Sequence[Generation]) -> None:
+    """The client left: abort now, and time it (``trio_front_client_abort_latency_seconds``: from this
+    disconnect callback to the ABORT on the engine socket)."""
+    began = time.perf_counter()
+    abort_together(generations, "client disconnected")
+    metrics = generations[0].engine.metrics if generations else None
+    if metrics is not None:
+        metrics.ours.abort_latency.observe(time.perf_counter() - began)
 
 
 def abort_together(generations: Sequence[Generation], cause: str) -> None:

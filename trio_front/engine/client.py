@@ -36,17 +36,23 @@ import itertools
 import logging
 import os
 import time
+from bisect import bisect_left
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from trio_front.metrics.vllm_series import INTER_TOKEN_LATENCY_BUCKETS as ITL_BUCKETS
+
 from . import wire
 from .handshake import serve_handshake, wait_registration
 from .zmq_trio import TrioSocket, adopt_listener, last_endpoint, make_socket
+
+if TYPE_CHECKING:
+    from trio_front.metrics import Metrics, RequestStats
 
 log = logging.getLogger("trio_front.engine")
 _MONITOR_IDS = itertools.count()
@@ -189,6 +195,12 @@ class RequestStream:
         #: ``RequestState.weight_version_starts``; the generate API reports the spans).
         self.weight_version_starts: list[tuple[str, int]] = []
         self._output_tokens = 0
+        #: vLLM's per-request stats (``client.metrics`` set), and whether a finish from the engine waits
+        #: for the consumer's verdict (a stop string in the last tokens makes it "stop", as vLLM's output
+        #: processor decides in the same step): see :meth:`settle_finish`.
+        self.mstats: RequestStats | None = None
+        self.defer_finish = False
+        self._held_finish: tuple[int, float, int] | None = None
 
     # called by the client's reader --------------------------------------------------------------
 
@@ -209,6 +221,22 @@ class RequestStream:
             if not starts or starts[-1][0] != version:
                 starts.append((version, self._output_tokens))
         self._output_tokens += new_tokens
+
+    def _engine_finished(self, reason: int, now: float, engine_index: int) -> None:
+        if self.defer_finish:
+            self._held_finish = (reason, now, engine_index)
+        elif self.mstats is not None and self.client.metrics is not None:
+            self.client.metrics.finish(self.mstats, reason, now, engine_index)
+
+    def settle_finish(self, stop_string: bool) -> None:
+        """With :attr:`defer_finish`: the consumer has seen the terminal delta; *stop_string* says a stop
+        string matched in it (the request then finished "stop", whatever the engine said). Idempotent;
+        leaving the ``async with`` settles it with the engine's reason."""
+        held, self._held_finish = self._held_finish, None
+        metrics = self.client.metrics
+        if held is not None and self.mstats is not None and metrics is not None:
+            reason = wire.FinishReason.STOP if stop_string else held[0]
+            metrics.finish(self.mstats, reason, held[1], held[2])
 
     def _abort_wait(self, _: Any) -> trio.lowlevel.Abort:
         self._waiter = None  # cancelled while waiting: nothing was taken
@@ -282,6 +310,8 @@ class RequestStream:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._held_finish is not None:
+            self.settle_finish(False)
         if self.registered:
             cause = "cancelled" if isinstance(exc_info[1], trio.Cancelled) else "closed early"
             if exc_info[1] is not None and not isinstance(exc_info[1], trio.Cancelled):
@@ -328,6 +358,10 @@ class EngineClient:
         self.stats = {"submitted": 0, "aborted": 0, "finished": 0, "late_outputs": 0}
         #: The engine's latest ``SchedulerStats`` map (running/waiting counts, KV usage), if it sends them.
         self.scheduler_stats: dict[str, Any] | None = None
+        #: vLLM's and our ``/metrics`` series (``None``: nothing recorded); set by whoever serves them,
+        #: usually through :attr:`metrics_factory`, which is called once the engine registered.
+        self.metrics: Metrics | None = None
+        self.metrics_factory: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -451,6 +485,8 @@ class EngineClient:
             )
         self._identity = identity
         self.registration = registration
+        if self.metrics_factory is not None and self.metrics is None:
+            self.metrics = self.metrics_factory(registration)
 
     # ------------------------------------------------------------------ requests
 
@@ -512,14 +548,21 @@ class EngineClient:
             del self._streams[request_id]
             raise
         self.stats["submitted"] += 1
+        metrics = self.metrics
+        if metrics is not None:
+            stream.mstats = metrics.add_request(request, self._id_tag)
+            metrics.ours.submitted.inc()
+            metrics.ours.open.set(len(self._streams))
         return stream
 
     def abort(self, request_ids: list[str]) -> None:
         """Abort requests by id (the ones still registered); synchronous."""
-        live = [rid for rid in request_ids if self._streams.pop(rid, None) is not None]
+        streams = [s for rid in request_ids if (s := self._streams.pop(rid, None)) is not None]
+        live = [s.request_id for s in streams]
         if live and self.state is ClientState.READY:
             self._send(wire.abort_frames(self._identity, live))
             self.stats["aborted"] += len(live)
+            self._count_aborts(streams, "abort_requests")
 
     def abort_streams(self, streams: list[RequestStream], cause: str = "aborted") -> None:
         """Abort every still-live stream of *streams* in **one** ABORT message (n>1 children, beam
@@ -535,6 +578,7 @@ class EngineClient:
         if self.state is ClientState.READY:
             self._send(wire.abort_frames(self._identity, [s.request_id for s in live]))
             self.stats["aborted"] += len(live)
+            self._count_aborts(live, cause)
             log.debug("aborted %s (%s)", ", ".join(s.request_id for s in live), cause)
 
     def _abort(self, stream: RequestStream, cause: str) -> None:
@@ -547,7 +591,27 @@ class EngineClient:
         if self.state is ClientState.READY:
             self._send(wire.abort_frames(self._identity, [stream.request_id]))
             self.stats["aborted"] += 1
+            self._count_aborts([stream], cause)
             log.debug("aborted %s (%s)", stream.request_id, cause)
+
+    def _count_aborts(self, streams: list[RequestStream], cause: str) -> None:
+        """Metrics for an ABORT just sent: a stop string's is a finished request ("stop", as vLLM's output
+        processor counts it); any other is dropped from vLLM's series and counted in ours by cause."""
+        metrics = self.metrics
+        if metrics is None:
+            return
+        metrics.ours.count_abort(cause, len(streams))
+        metrics.ours.open.set(len(self._streams))
+        now = time.time() if cause == "stop string" else 0.0
+        for stream in streams:
+            st = stream.mstats
+            if st is None:
+                continue
+            stream.mstats = None  # recorded once
+            if cause == "stop string" and not st.prefilling:
+                metrics.finish(st, wire.FinishReason.STOP, now)
+            else:
+                metrics.drop(st)
 
     @property
     def open_requests(self) -> int:
@@ -632,8 +696,16 @@ class EngineClient:
     def _route(
         self, outputs: wire.EngineCoreOutputs, aux: list[bytes] | None, wake: list[RequestStream]
     ) -> None:
+        metrics = self.metrics
         if outputs.scheduler_stats is not None:
             self.scheduler_stats = outputs.scheduler_stats
+            if metrics is not None:
+                metrics.vllm.scheduler_stats(
+                    outputs.scheduler_stats, metrics.vllm.engine(outputs.engine_index)
+                )
+        if metrics is not None and outputs.outputs:
+            self._route_measured(outputs, aux, wake, metrics)
+            return
         streams = self._streams
         for out in outputs.outputs:
             stream = streams.get(out.request_id)
@@ -659,11 +731,17 @@ class EngineClient:
                 self.stats["finished"] += 1
             if stream._deliver(delta):
                 wake.append(stream)
+        self._route_tail(outputs, wake)
+
+    def _route_tail(self, outputs: wire.EngineCoreOutputs, wake: list[RequestStream]) -> None:
+        streams = self._streams
         if outputs.finished_requests:
             # Safety net: engine-side finishes (errors, engine aborts) are also listed here.
             for rid in outputs.finished_requests:
                 stream = streams.pop(rid, None)
                 if stream is not None:
+                    if stream.mstats is not None and self.metrics is not None:
+                        stream._engine_finished(wire.FinishReason.ABORT, time.time(), outputs.engine_index)
                     if stream._deliver(RequestDelta(token_ids=[], finish_reason=wire.FinishReason.ABORT)):
                         wake.append(stream)
         if outputs.utility_output is not None:
@@ -672,6 +750,69 @@ class EngineClient:
             if pending is not None:
                 pending.result = result
                 pending.done.set()
+
+    def _route_measured(
+        self,
+        outputs: wire.EngineCoreOutputs,
+        aux: list[bytes] | None,
+        wake: list[RequestStream],
+        metrics: Metrics,
+    ) -> None:
+        """:meth:`_route` with metrics: the same routing, plus vLLM's per-output and per-message stats
+        (kept a separate copy so the unmeasured path pays nothing)."""
+        series = metrics.vllm
+        it = series.begin(outputs.engine_index, outputs.timestamp)
+        observe = series.output
+        ours = metrics.ours
+        streams = self._streams
+        # A decode step of a request (not its first output, no events) is the common case: inlined
+        # here (vllm_series.VllmSeries.output does the same, and everything else).
+        ts, itl_counts, itl_sum, generated = it.timestamp, it.itl_counts, 0.0, 0
+        for out in outputs.outputs:
+            stream = streams.get(out.request_id)
+            if stream is None:
+                self.stats["late_outputs"] += 1
+                continue
+            st = stream.mstats
+            if st is not None:
+                if st.prefilling or out.events:
+                    observe(it, st, out)
+                else:
+                    n = len(out.new_token_ids)
+                    generated += n
+                    st.num_generation_tokens += n
+                    itl = ts - st.last_token_ts
+                    itl_counts[bisect_left(ITL_BUCKETS, itl)] += 1
+                    itl_sum += itl
+                    st.last_token_ts = ts
+            finish = out.finish_reason
+            delta = RequestDelta(
+                token_ids=out.new_token_ids,
+                finish_reason=None if finish is None else wire.FinishReason(finish),
+                stop_reason=out.stop_reason,
+                logprobs=None if out.new_logprobs is None else wire.decode_logprobs(out.new_logprobs, aux),
+                num_cached_tokens=None
+                if out.prefill_stats is None
+                else out.prefill_stats.get("num_cached_tokens"),
+                prompt_logprobs=None
+                if out.new_prompt_logprobs_tensors is None
+                else wire.decode_prompt_logprobs(out.new_prompt_logprobs_tensors, aux),
+            )
+            stream._track_weight_version(outputs.weight_version, len(out.new_token_ids))
+            if finish is not None:
+                del streams[out.request_id]
+                self.stats["finished"] += 1
+                ours.finished.inc()
+                if st is not None:
+                    stream._engine_finished(finish, it.now, outputs.engine_index)
+            if stream._deliver(delta):
+                wake.append(stream)
+        it.generation += generated
+        it.itl_sum += itl_sum
+        series.end_iteration(it)
+        outputs.outputs = []  # routed: the shared tail below sees only what is left
+        self._route_tail(outputs, wake)
+        ours.open.set(len(streams))
 
     async def _watch_disconnect(self, monitor: TrioSocket) -> None:
         # Attachment is one-shot: once registered, an engine socket disconnecting means the engine is gone.
@@ -720,6 +861,7 @@ class EngineClient:
             try:
                 self._input.send_nowait(wire.abort_frames(self._identity, live))
                 self.stats["aborted"] += len(live)
+                self._count_aborts(list(self._streams.values()), "shutdown")
             except (trio.WouldBlock, trio.ClosedResourceError):
                 pass
         if self.state is not ClientState.DEAD:

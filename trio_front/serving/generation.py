@@ -140,6 +140,9 @@ class Generation:
             reasoning_ended=self._reasoning_ended,
             reasoning_parser_kwargs=self._reasoning_parser_kwargs,
         )
+        # A stop string in the engine's last tokens makes its finish "stop" (vLLM's output processor
+        # decides so in the same step): the metrics wait for this generation's verdict.
+        self._stream.defer_finish = bool(self.text_params.stop)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -185,8 +188,11 @@ class Generation:
                         logprobs.ranks[: update.num_kept],
                     )
             self.finish_reason, self.stop_reason = "stop", update.stop_string
+            if reason is not None:
+                self._stream.settle_finish(True)
         elif reason is not None:
             self.finish_reason, self.stop_reason = str(reason), delta.stop_reason
+            self._stream.settle_finish(False)
         self.usage.completion_tokens += len(ids)
         if delta.num_cached_tokens is not None:
             self.usage.cached_tokens = delta.num_cached_tokens

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -39,21 +39,52 @@ class WSOptions:
     max_streams: int = 8
 
 
+class _Mirrored:
+    """A WSStats counter that also moves its ``/metrics`` series (bound with :meth:`WSStats.bind`) by
+    the same amount, so ``stats.x += 1`` at the call sites stays the whole story."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: WSStats | None, owner: type) -> int:
+        if obj is None:
+            return 0
+        return obj._counts.get(self.name, 0)
+
+    def __set__(self, obj: WSStats, value: int) -> None:
+        delta = value - obj._counts.get(self.name, 0)
+        obj._counts[self.name] = value
+        metric = obj._sinks.get(self.name)
+        if metric is not None and delta:
+            metric.inc(delta)
+
+
 @attrs.define
 class WSStats:
     """Counters for tests and metrics (all sockets of one server), and what the server's shutdown needs
     to reach them: the open sockets and whether the server drains (:mod:`.shutdown`)."""
 
-    open_sockets: int = 0
-    running_responses: int = 0
-    sockets_total: int = 0
-    responses_total: int = 0
-    cancelled_total: int = 0
-    stuck_closed_total: int = 0
-    coalesced_deltas_total: int = 0
+    open_sockets = _Mirrored()
+    running_responses = _Mirrored()
+    sockets_total = _Mirrored()
+    responses_total = _Mirrored()
+    cancelled_total = _Mirrored()
+    stuck_closed_total = _Mirrored()
+    coalesced_deltas_total = _Mirrored()
+    _counts: dict[str, int] = attrs.field(factory=dict, repr=False, eq=False, alias="_counts")
+    _sinks: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False, alias="_sinks")
     #: the most events any closed socket ever had queued at once
     outbox_high_water: int = 0
     #: the sockets open now (a socket adds itself once accepted and removes itself when it ends)
     sockets: set[Socket] = attrs.field(factory=set, repr=False, eq=False)
     #: the server is shutting down: no new upgrades, no new responses on open sockets
     draining: bool = False
+
+    def bind(self, sinks: dict[str, Any]) -> None:
+        """Mirror the counters into *sinks* (field name → prometheus_client metric with ``inc``), from
+        their current values on."""
+        for name, metric in sinks.items():
+            value = self._counts.get(name, 0)
+            if value:
+                metric.inc(value)
+        self._sinks = dict(sinks)

@@ -56,6 +56,9 @@ class MockEngineConfig:
     log_steps: bool = False
     rank: int = 0
     block_size: int = 16
+    #: vLLM's engine ``log_stats`` (on unless ``--disable-log-stats``): QUEUED/SCHEDULED events on a
+    #: request's first output and a ``SchedulerStats`` map on every step, as the real engine sends them.
+    log_stats: bool = True
     num_gpu_blocks: int = 8192
     max_num_batched_tokens: int = 8192
     dtype: str = "float32"
@@ -142,6 +145,12 @@ class MockCore:
     #: LoRA adapters ``add_lora`` accepted, by id (the engine's adapter cache; never evicted here)
     loras: dict[int, wire.LoRARequest] = attrs.Factory(dict)
     pinned_loras: set[int] = attrs.Factory(set)
+    #: ``log_stats``: per live request, [QUEUED time, SCHEDULED time] (engine monotonic clock), until the
+    #: first output carries them as events (vLLM's ``Request.events``)
+    _event_times: dict[str, list[float]] = attrs.Factory(dict)
+    #: prompt tokens of requests scheduled since the last SchedulerStats (prefix cache queries; no hits)
+    _prefix_queries: int = 0
+    _prefix_requests: int = 0
 
     # ------------------------------------------------------------------ state
 
@@ -227,6 +236,8 @@ class MockCore:
         )
         self.waiting[rid] = gen
         self.stats["adds"] += 1
+        if self.config.log_stats:
+            self._event_times[rid] = [time.monotonic(), 0.0]
         # ``script_rule`` only with a script loaded, so unscripted event logs are unchanged.
         extra = {} if self.script is None else {"script_rule": None if matched is None else matched[0]}
         if lora is not None:  # only then, so event logs without LoRA are unchanged
@@ -252,6 +263,7 @@ class MockCore:
                 self.log.record("abort_unknown", t=received_at, request_id=rid)
                 continue
             self.stats["aborted"] += 1
+            self._event_times.pop(rid, None)
             self.log.record("abort", t=received_at, request_id=rid, tokens=gen.position, state=state)
 
     # ------------------------------------------------------------------ stepping
@@ -261,9 +273,15 @@ class MockCore:
         if not self.has_work():
             return
         if self.pause is PauseState.UNPAUSED:
+            scheduled_at = time.monotonic()
             while self.waiting and len(self.running) < self.config.max_num_seqs:
                 rid = next(iter(self.waiting))
-                self.running[rid] = self.waiting.pop(rid)
+                gen = self.running[rid] = self.waiting.pop(rid)
+                times = self._event_times.get(rid)
+                if times is not None:
+                    times[1] = scheduled_at
+                    self._prefix_queries += len(gen.prompt_ids)
+                    self._prefix_requests += 1
         vocab = self.config.vocab
         per_client: dict[int, list[wire.EngineCoreOutput]] = {}
         finished: list[Generation] = []
@@ -274,6 +292,9 @@ class MockCore:
             if gen.logprobs is not None:
                 out.new_logprobs = logprobs_lists([token], gen.logprobs, vocab)
             if first:
+                times = self._event_times.pop(gen.request_id, None)
+                if times is not None:
+                    out.events = [{"type": 1, "timestamp": times[0]}, {"type": 2, "timestamp": times[1]}]
                 n = len(gen.prompt_ids)
                 out.prefill_stats = {
                     "num_prompt_tokens": n,
@@ -302,16 +323,21 @@ class MockCore:
             del self.running[gen.request_id]
             self._record_finish(gen.request_id, gen.finish_reason, gen.position, gen.stop_reason)
         now = time.monotonic()
+        stats = self._scheduler_stats() if self.config.log_stats else None
+        if stats is not None and not per_client:
+            per_client[0] = []  # vLLM's scheduler: stats go to one front-end, with or without outputs
         for client, outputs in per_client.items():
             self._emit(
                 client,
                 wire.EngineCoreOutputs(
                     engine_index=self.config.rank,
                     outputs=outputs,
+                    scheduler_stats=stats,
                     timestamp=now,
                     weight_version=self.weight_version,
                 ),
             )
+            stats = None  # only the first client's message carries them
         if self.config.log_steps:
             self.log.record(
                 "step",
@@ -324,6 +350,31 @@ class MockCore:
             for client, call_id in waiters:
                 self._emit(client, wire.EngineCoreOutputs(utility_output=[call_id, None, [None, None]]))
 
+    def _scheduler_stats(self) -> dict[str, Any]:
+        """vLLM's ``Scheduler.make_stats`` after this step (finished requests already freed): KV usage is
+        the blocks the running requests' tokens fill; prefix cache counts are deltas (never a hit here)."""
+        block = self.config.block_size
+        blocks = sum(-(-(len(g.prompt_ids) + g.position) // block) for g in self.running.values())
+        queries, requests = self._prefix_queries, self._prefix_requests
+        self._prefix_queries = self._prefix_requests = 0
+        return {
+            "num_running_reqs": len(self.running),
+            "num_waiting_reqs": len(self.waiting),
+            "num_skipped_waiting_reqs": 0,
+            "step_counter": self.stats["steps"],
+            "current_wave": 0,
+            "kv_cache_usage": min(1.0, blocks / self.config.num_gpu_blocks),
+            "prefix_cache_stats": {
+                "reset": False,
+                "requests": requests,
+                "queries": queries,
+                "hits": 0,
+                "preempted_requests": 0,
+                "preempted_queries": 0,
+                "preempted_hits": 0,
+            },
+        }
+
     def _record_finish(
         self, rid: str, reason: wire.FinishReason | None, tokens: int, stop_reason: Any
     ) -> None:
@@ -334,6 +385,7 @@ class MockCore:
         """An engine-side finish outside a step (errors, engine aborts): outputs + ``finished_requests``."""
         for rid in rids:
             self.stats["finished"] += 1
+            self._event_times.pop(rid, None)
             self.log.record(
                 "finish", request_id=rid, reason=str(reason), tokens=0, stop_reason=None, detail=detail
             )
