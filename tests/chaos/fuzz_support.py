@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import traceback
 from collections import Counter, defaultdict
@@ -51,6 +52,15 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
     print_blob=True,
 )
+#: ``TRIO_FRONT_FUZZ_SCALE=10`` runs ten times the examples (a longer local hunt; CI runs the default 1)
+SCALE = float(os.environ.get("TRIO_FRONT_FUZZ_SCALE", "1"))
+
+
+def examples(n: int) -> int:
+    """*n* examples, scaled by ``TRIO_FRONT_FUZZ_SCALE``."""
+    return max(1, round(n * SCALE))
+
+
 #: per request: generous for a loaded 2-core machine, far below "hung"
 TIMEOUT = 20.0
 VOCAB = 4096
@@ -274,8 +284,21 @@ _strings = st.one_of(
 SCALARS: st.SearchStrategy[Any] = st.one_of(
     st.none(), st.booleans(), _ints, _floats, _strings, st.sampled_from(RAW_TOKENS)
 )
+#: values of the right shape at the edges the engine cares about: token ids around the vocabulary's ends,
+#: logit_bias maps keyed by such ids, logprob counts around max_logprobs, probabilities around [0, 1]
+_EDGE_IDS = st.sampled_from([-1, 0, 1, VOCAB - 1, VOCAB, 2**31, 2**63 - 1, 2**64 - 1, -(2**63)])
+EDGES: st.SearchStrategy[Any] = st.one_of(
+    st.lists(_EDGE_IDS, min_size=1, max_size=3),
+    st.dictionaries(
+        _EDGE_IDS.map(str), st.one_of(_floats, st.sampled_from(RAW_TOKENS[:6])), min_size=1, max_size=2
+    ),
+    st.sampled_from([MAX_LOGPROBS, MAX_LOGPROBS + 1, -1, -2, 16384, 16385, 511, 512, 513]),
+    st.sampled_from([0.0, 1.0, 1.0000001, -0.0000001, 2.0, 2.0000001, -2.0000001, 1e-10]),
+    st.lists(st.sampled_from(["", " ", "a", "\x00"]), min_size=1, max_size=2),
+)
 HOSTILE: st.SearchStrategy[Any] = st.one_of(
     SCALARS,
+    EDGES,
     st.lists(SCALARS, max_size=4),
     st.dictionaries(
         st.one_of(st.text(max_size=6), st.sampled_from(["type", "text", "role"])), SCALARS, max_size=3

@@ -21,7 +21,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
-from .fuzz_support import FUZZ, TIMEOUT, ThreadedServer, describe, fuzz_server, hostile_body
+from .fuzz_support import FUZZ, TIMEOUT, ThreadedServer, describe, examples, fuzz_server, hostile_body
 
 MODEL = "tiny-llama"
 MESSAGES = [{"role": "user", "content": "Hi there"}]
@@ -238,7 +238,7 @@ def run_example(
 def _fuzz_test(path: str):
     bases, fields = BASES[path]
 
-    @settings(FUZZ, max_examples=EXAMPLES[path])
+    @settings(FUZZ, max_examples=examples(EXAMPLES[path]))
     @given(case=hostile_body(bases, fields))
     def test(fuzz: ThreadedServer, client: httpx.Client, case: tuple[bytes, str | None]) -> None:
         run_example(fuzz, client, path, *case)

@@ -23,7 +23,16 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from .fuzz_support import FUZZ, TIMEOUT, ThreadedServer, describe, encoded, fuzz_server, mutated_tree
+from .fuzz_support import (
+    FUZZ,
+    TIMEOUT,
+    ThreadedServer,
+    describe,
+    encoded,
+    examples,
+    fuzz_server,
+    mutated_tree,
+)
 
 MODEL = "tiny-llama"
 EXAMPLES = {"realtime": 80, "responses_ws": 80}
@@ -206,14 +215,14 @@ def run_example(fuzz: ThreadedServer, path: str, messages: list[bytes]) -> None:
     fuzz.check_engine(f"the valid exchange after {what}")
 
 
-@settings(FUZZ, max_examples=EXAMPLES["realtime"])
+@settings(FUZZ, max_examples=examples(EXAMPLES["realtime"]))
 @given(messages=hostile_messages(REALTIME_BASES, REALTIME_FIELDS))
 def test_fuzz_realtime(fuzz: ThreadedServer, messages: list[bytes]) -> None:
     """Hostile Realtime client events: error events (never a server error), the socket still reading."""
     run_example(fuzz, f"/v1/realtime?model={MODEL}", messages)
 
 
-@settings(FUZZ, max_examples=EXAMPLES["responses_ws"])
+@settings(FUZZ, max_examples=examples(EXAMPLES["responses_ws"]))
 @given(messages=hostile_messages(RESPONSES_BASES, RESPONSES_FIELDS))
 def test_fuzz_responses_websocket(fuzz: ThreadedServer, messages: list[bytes]) -> None:
     """Hostile Responses WebSocket events: error events (never a server error), the socket still reading."""

@@ -52,12 +52,17 @@ class _Discard:
 
 
 async def handle_post(state: ServerState, body: bytes, send: Send, headers: Headers = ()) -> None:
+    """Not streamed: the Response object (200), or an error status when the engine failed mid-response
+    (its :class:`EngineError` propagates to the app's error handling, as chat's does). Streamed: the
+    events, ending with ``response.failed`` in that case (the 200 is sent already)."""
     req = structure(parse_json(body), ResponsesRequest)
     planned = await plan(state, req, new_response_id())
     if not req.stream:
         outcome = await run_response(planned, _Discard())
         if outcome.constraint_rejected:  # the client's constraint, not our failure: a 400, as for chat
             raise engine_failure(planned.setup.constraint if planned.setup else None, "text.format")
+        if outcome.engine_error is not None:  # the engine died: an error status, as chat and vLLM answer
+            raise outcome.engine_error
         await send_json(send, 200, outcome.response)
         return
     sse = SSEWriter(send, send_timeout=state.send_timeout)

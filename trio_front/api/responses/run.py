@@ -53,6 +53,9 @@ class Outcome:
     constraint_rejected: bool = False
     #: the turn as a chat message (content, tool_calls, reasoning), for a continuation's history
     message: dict[str, Any] | None = None
+    #: the engine link failed mid-response (died, stopped answering): a non-streamed request is then an
+    #: error response, as vLLM's (its EngineDeadError handler), not a 200 with status "failed"
+    engine_error: EngineError | None = None
 
 
 def response_object(
@@ -138,6 +141,7 @@ async def run_response(plan: Plan, emit: Emitter) -> Outcome:
             await send(items.feed(events))
 
     error: dict[str, Any] | None = None
+    engine_error: EngineError | None = None
     rejected = False
     try:
         await drive([gen], on_chunk, keep_alive=emit.keep_alive, on_idle=emit.idle)
@@ -145,6 +149,7 @@ async def run_response(plan: Plan, emit: Emitter) -> Outcome:
         rejected = setup.constraint is not None
         error = {"code": "server_error", "message": engine_failure(setup.constraint, _param(plan)).message}
     except EngineError as exc:
+        engine_error = exc
         error = {"code": "server_error", "message": str(exc) or type(exc).__name__}
     await send(items.feed(out.finish()))
     if error is None and gen.finish_reason == "abort":
@@ -165,7 +170,7 @@ async def run_response(plan: Plan, emit: Emitter) -> Outcome:
         incomplete_details=incomplete,
     )
     await emit.event({"type": f"response.{status}", "response": final})
-    return Outcome(status, final, items.items, rejected, history_message(out.result))
+    return Outcome(status, final, items.items, rejected, history_message(out.result), engine_error)
 
 
 def history_message(result: AssistantResult) -> dict[str, Any]:
