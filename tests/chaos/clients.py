@@ -463,9 +463,12 @@ class Report:
         )
 
 
-def check_clean(server: WSServer, plans: list[ClientPlan], *, since: int = 0) -> Report:
+def check_clean(
+    server: WSServer, plans: list[ClientPlan], *, since: int = 0, failed: frozenset[int] = frozenset()
+) -> Report:
     """What is left over after a settled storm, from the mock's event log (events from index *since*)
-    and the server's counters. ``problems`` is empty when nothing leaked."""
+    and the server's counters. ``problems`` is empty when nothing leaked. Clients whose index is in
+    *failed* (reported as failures already, e.g. reset by an overloaded server) are not judged one by one."""
     events = server.mock.log.events[since:]
     adds = [e["request_id"] for e in events if e["event"] == "add"]
     ends: dict[str, list[str]] = {}
@@ -494,7 +497,7 @@ def check_clean(server: WSServer, plans: list[ClientPlan], *, since: int = 0) ->
         if rid.startswith(("cmpl-chaos", "chatcmpl-chaos")):
             by_tag.setdefault(rid.split("-")[1], []).append(rid)
     for plan in plans:
-        if plan.api not in ("completions", "chat"):
+        if plan.api not in ("completions", "chat") or plan.index in failed:
             continue
         rids = by_tag.get(plan.tag, [])
         fates = [e for rid in rids for e in ends.get(rid, [])]
