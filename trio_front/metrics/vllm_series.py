@@ -126,6 +126,13 @@ def _add_observations(child: Histogram, counts: list[int], total: float) -> None
     child._sum.inc(total)  # type: ignore[attr-defined]
 
 
+def _observe(child: Histogram, value: float) -> None:
+    """``child.observe(value)`` without its per-call checks and bucket scan (same storage: one
+    non-cumulative bucket, the first bound >= *value*, plus the sum)."""
+    child._buckets[bisect_left(child._upper_bounds, value)].inc(1)  # type: ignore[attr-defined]
+    child._sum.inc(value)  # type: ignore[attr-defined]
+
+
 class _Engine:
     """The label-bound children of every series for one engine index."""
 
@@ -328,7 +335,7 @@ class VllmSeries:
                 it.local_hit += ps.get("num_local_cached_tokens", 0)
                 it.external += ps.get("num_external_cached_tokens", 0)
                 st.num_cached_tokens = ps.get("num_cached_tokens", 0)
-            e.ttft.observe(it.now - st.arrival_time)
+            _observe(e.ttft, it.now - st.arrival_time)
         st.num_generation_tokens += n
         events = out.events
         if events:
@@ -375,30 +382,30 @@ class VllmSeries:
         """*st* finished with FinishReason *reason* at wall time *now* (vLLM's
         ``update_from_finished_request`` + ``ParentRequest.observe_finished_request``)."""
         e.success[reason].inc()
-        e.e2e.observe(now - st.arrival_time)
-        e.queue.observe(st.scheduled_ts - st.queued_ts)
-        e.prefill.observe(st.first_token_ts - st.scheduled_ts)
+        _observe(e.e2e, now - st.arrival_time)
+        _observe(e.queue, st.scheduled_ts - st.queued_ts)
+        _observe(e.prefill, st.first_token_ts - st.scheduled_ts)
         decode = st.last_token_ts - st.first_token_ts
-        e.decode.observe(decode)
-        e.inference.observe(st.last_token_ts - st.scheduled_ts)
-        e.req_preemptions.observe(st.num_preemptions)
-        e.req_prefill_kv.observe(st.prompt_len - max(st.num_cached_tokens, 0))
-        e.req_prompt.observe(st.prompt_len)
+        _observe(e.decode, decode)
+        _observe(e.inference, st.last_token_ts - st.scheduled_ts)
+        _observe(e.req_preemptions, st.num_preemptions)
+        _observe(e.req_prefill_kv, st.prompt_len - max(st.num_cached_tokens, 0))
+        _observe(e.req_prompt, st.prompt_len)
         gen = st.num_generation_tokens
-        e.req_generation.observe(gen)
-        e.tpot.observe(decode / (gen - 1) if gen - 1 > 0 else 0)
+        _observe(e.req_generation, gen)
+        _observe(e.tpot, decode / (gen - 1) if gen - 1 > 0 else 0)
         if st.max_tokens:
-            e.params_max_tokens.observe(st.max_tokens)
+            _observe(e.params_max_tokens, st.max_tokens)
         parent = st.parent
         if parent is None:
-            e.req_max_generation.observe(gen)
-            e.params_n.observe(1)
+            _observe(e.req_max_generation, gen)
+            _observe(e.params_n, 1)
             return
         parent.live -= 1
         parent.max_generation_tokens = max(parent.max_generation_tokens, gen)
         if parent.live == 0:
-            e.req_max_generation.observe(parent.max_generation_tokens)
-            e.params_n.observe(parent.n)
+            _observe(e.req_max_generation, parent.max_generation_tokens)
+            _observe(e.params_n, parent.n)
 
     @staticmethod
     def drop(st: RequestStats) -> None:
