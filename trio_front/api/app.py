@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from trio_front.engine.client import EngineClient
+from trio_front.engine.client import EngineClient, EngineError
 
 from . import admin, chat, completions, lora, middleware, realtime, responses, scale_out, tokenize
 from .disconnect import ClientDisconnected, run_with_disconnect
@@ -170,6 +170,10 @@ class App:
         except APIError as exc:
             if not tracked_send.started:
                 await send_error(send, exc)
+        except EngineError as exc:  # the engine died (or failed) under the request: known, no traceback
+            log.warning("%s %s: %s", method, path, exc)
+            if not tracked_send.started:
+                await send_error(send, APIError(500, str(exc)))
         except Exception:
             log.exception("error while handling %s %s", method, path)
             if not tracked_send.started:
