@@ -125,6 +125,20 @@ def check_supported(req: ResponsesRequest, *, websocket: bool) -> None:
         )
 
 
+def _check_item_keys(value: Any) -> None:
+    """An input item's ``type`` and ``role`` are strings when given (``items.py`` looks them up in
+    tables: a list or object there would be a 500, not the 400 it is)."""
+    if not isinstance(value, list):
+        return
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            continue  # items.py refuses it by position
+        for key in ("type", "role"):
+            if key in item and not isinstance(item[key], str):
+                where = f"input[{index}].{key}"
+                raise APIError(400, f"{where} must be a string", param=where)
+
+
 def _assistant(
     state: ServerState, req: ResponsesRequest
 ) -> tuple[AssistantSetup, list[dict[str, Any]] | None, dict[str, Any]]:
@@ -175,6 +189,7 @@ async def plan(
     kwargs = req.chat_template_kwargs
     state.check_chat_template(None, kwargs if isinstance(kwargs, dict) else None)
     check_supported(req, websocket=websocket)
+    _check_item_keys(req.input)
     messages = input_messages(req.input, history or ())
     # vLLM's model_name(lora_request): the adapter's name, else the first served name
     model = state.response_model(state.resolve_lora(req.model))
