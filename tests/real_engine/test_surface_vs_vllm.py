@@ -5,11 +5,11 @@ allowed_token_ids, min_tokens, /tokenize and /detokenize, and requests both must
 
 One pair of servers, shared with test_lm_eval (tests/real_engine/vllm_pair.py). Each feature is one
 parametrized test so a failure names what is missing. A response is compared as a whole: every key of either
-side, except ``id`` and ``created`` (``system_fingerprint`` without its hash); floats within 1e-3. A key one side omits counts
-as ``null`` here (the shape itself is checked once, in :func:`test_response_keys`). Streams are compared
-assembled (per-choice text, logprobs and token ids concatenated, roles seen, finish and stop reasons, the
-final usage), not chunk by chunk. Where vLLM is wrong and trio-front deliberately differs, the case says
-so in a comment.
+side, except ``id`` and ``created`` (``system_fingerprint`` without its hash); floats within 1e-3. A key one
+side omits counts as ``null`` here (the shape itself is checked once, in :func:`test_response_keys`). Streams
+are compared assembled (per-choice text, logprobs and token ids concatenated, roles seen, finish and stop
+reasons, the final usage), not chunk by chunk. Where vLLM is wrong and trio-front deliberately differs, the
+case says so in a comment.
 """
 
 from __future__ import annotations
