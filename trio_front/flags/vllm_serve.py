@@ -355,6 +355,7 @@ _REFUSED: list[Flag] = [
     Flag("enable_force_include_usage", Kind.HONOURED, False, _field("enable_force_include_usage", _bool)),
     _refused("enable_prompt_tokens_details", False, _UNTIL_LANDED),
     _refused("enable_per_request_metrics", False, "per-request metrics in responses are not supported"),
+    _refused("custom_histogram_buckets", None, "/metrics has vLLM's default buckets only"),
     Flag("fingerprint_mode", Kind.HONOURED, "full", _field("fingerprint_mode", _fingerprint_mode)),
     Flag("fingerprint_value", Kind.HONOURED, None, _field("fingerprint_value", _opt_str)),
     _refused("enable_prompt_embeds", False, "prompt embeddings are not supported"),
@@ -472,7 +473,7 @@ enable_lora max_loras max_lora_rank lora_dtype enable_tower_connector_lora max_c
 lora_target_modules specialize_active_lora enable_mixed_moe_lora_format enable_moe_shared_loras
 max_lora_cls_labels
 collect_detailed_traces per_request_spec_decode_metrics kv_cache_metrics kv_cache_metrics_sample
-custom_histogram_buckets cudagraph_metrics enable_layerwise_nvtx_tracing enable_mfu_metrics
+cudagraph_metrics enable_layerwise_nvtx_tracing enable_mfu_metrics
 enable_logging_iteration_details jit_monitor_mode jit_monitor_verbose
 max_num_batched_tokens max_num_scheduled_tokens max_num_seqs max_num_active_seqs max_num_queued_reqs
 max_num_queued_tokens long_prefill_token_threshold long_prefill_token_threshold_adaptive scheduling_policy
