@@ -319,6 +319,20 @@ class RequestStream:
             self.client._abort(self, cause)
 
 
+def _delta(out: wire.EngineCoreOutput, finish: int | None, aux: list[bytes] | None) -> RequestDelta:
+    """One engine output as its request's delta (logprob tensors decoded from the message's aux frames)."""
+    return RequestDelta(
+        token_ids=out.new_token_ids,
+        finish_reason=None if finish is None else wire.FinishReason(finish),
+        stop_reason=out.stop_reason,
+        logprobs=None if out.new_logprobs is None else wire.decode_logprobs(out.new_logprobs, aux),
+        num_cached_tokens=None if out.prefill_stats is None else out.prefill_stats.get("num_cached_tokens"),
+        prompt_logprobs=None
+        if out.new_prompt_logprobs_tensors is None
+        else wire.decode_prompt_logprobs(out.new_prompt_logprobs_tensors, aux),
+    )
+
+
 class EngineClient:
     """The link to one vLLM engine core (DP=1) for one frontend process.
 
@@ -713,18 +727,7 @@ class EngineClient:
                 self.stats["late_outputs"] += 1
                 continue
             finish = out.finish_reason
-            delta = RequestDelta(
-                token_ids=out.new_token_ids,
-                finish_reason=None if finish is None else wire.FinishReason(finish),
-                stop_reason=out.stop_reason,
-                logprobs=None if out.new_logprobs is None else wire.decode_logprobs(out.new_logprobs, aux),
-                num_cached_tokens=None
-                if out.prefill_stats is None
-                else out.prefill_stats.get("num_cached_tokens"),
-                prompt_logprobs=None
-                if out.new_prompt_logprobs_tensors is None
-                else wire.decode_prompt_logprobs(out.new_prompt_logprobs_tensors, aux),
-            )
+            delta = _delta(out, finish, aux)
             stream._track_weight_version(outputs.weight_version, len(out.new_token_ids))
             if finish is not None:
                 del streams[out.request_id]
@@ -786,18 +789,7 @@ class EngineClient:
                     itl_sum += itl
                     st.last_token_ts = ts
             finish = out.finish_reason
-            delta = RequestDelta(
-                token_ids=out.new_token_ids,
-                finish_reason=None if finish is None else wire.FinishReason(finish),
-                stop_reason=out.stop_reason,
-                logprobs=None if out.new_logprobs is None else wire.decode_logprobs(out.new_logprobs, aux),
-                num_cached_tokens=None
-                if out.prefill_stats is None
-                else out.prefill_stats.get("num_cached_tokens"),
-                prompt_logprobs=None
-                if out.new_prompt_logprobs_tensors is None
-                else wire.decode_prompt_logprobs(out.new_prompt_logprobs_tensors, aux),
-            )
+            delta = _delta(out, finish, aux)
             stream._track_weight_version(outputs.weight_version, len(out.new_token_ids))
             if finish is not None:
                 del streams[out.request_id]
