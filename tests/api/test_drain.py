@@ -25,34 +25,11 @@ from .conftest import MODEL, engine_ipc_addr, free_port
 
 async def _run(shutdown_timeout: float, max_tokens: int, step_ms: float = 20.0) -> dict:
     """Serve on a mock, stream one completion, SIGTERM after its first chunk; report what happened."""
-    config = FrontendConfig(
-        engine_addr=engine_ipc_addr(),
-        model=MODEL,
-        port=free_port(),
-        ping_interval=0,
-        shutdown_timeout=shutdown_timeout,
-    )
     out: dict = {"chunks": 0, "finish": None, "text": ""}
     async with trio.open_nursery() as nursery:
-        mock = await nursery.start(run_mock_engine, MockEngineConfig(config.engine_addr, step_ms=step_ms))
-        served = trio.Event()
-
-        async def serve() -> None:
-            await serve_frontend(config)
-            out["exited_at"] = time.monotonic()
-            served.set()
-
-        nursery.start_soon(serve)
-        url = f"http://127.0.0.1:{config.port}"
+        host, mock, served, times = await _serve(nursery, shutdown_timeout, step_ms)
+        url = f"http://{host}"
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            with trio.fail_after(20):
-                while True:
-                    try:
-                        if (await client.get("/health")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    await trio.sleep(0.05)
             body = {"prompt": "hello", "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
             async with client.stream("POST", "/v1/completions", json=body) as response:
                 async for line in response.aiter_lines():
@@ -78,6 +55,7 @@ async def _run(shutdown_timeout: float, max_tokens: int, step_ms: float = 20.0) 
                             out["new_connection"] = type(exc).__name__
         with trio.fail_after(shutdown_timeout + 10):
             await served.wait()
+        out["exited_at"] = times["exited"]
         with trio.move_on_after(2):  # the ABORT may still be on its way to the mock
             while not mock.log.named("abort") and mock.live_request_ids:
                 await trio.sleep(0.02)
