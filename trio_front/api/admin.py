@@ -131,7 +131,8 @@ def make_registry(state: ServerState) -> CollectorRegistry:
     engine = state.engine
 
     def factory(registration: Any) -> Metrics:
-        return Metrics(local, name, registration.max_model_len, engine.config.engine_count, ours)
+        cfg = engine.config
+        return Metrics(local, name, engine.max_model_len, cfg.engine_count, ours, cfg.engine_start_index)
 
     engine.metrics_factory = factory
     if engine.registration is not None and engine.metrics is None:

@@ -48,6 +48,8 @@ from zmq.utils.monitor import parse_monitor_message
 from trio_front.metrics.vllm_series import INTER_TOKEN_LATENCY_BUCKETS as ITL_BUCKETS
 
 from . import wire
+from .coordinator import CoordinatorLink
+from .dp import REQUESTED_RANK, Balancer
 from .handshake import serve_handshake, wait_registration
 from .zmq_trio import TrioSocket, adopt_listener, last_endpoint, make_socket
 
@@ -104,7 +106,15 @@ class LinkConfig:
     #: ``frontend`` drop-in: listening sockets vLLM bound for us (ZMQ ``USE_FD``), instead of addresses
     input_fd: int | None = None
     output_fd: int | None = None
+    #: Data parallelism: this client manages engine ranks ``engine_start_index .. + engine_count - 1``
+    #: (identities = ranks as 2 bytes LE), among ``client_count`` API processes (``--workers``).
     engine_count: int = 1
+    engine_start_index: int = 0
+    client_count: int = 1
+    #: a vLLM DP coordinator's front-end XPUB (``--coordinator-address``): load counts and MoE waves
+    coordinator_addr: str | None = None
+    #: after a rank's death, how long the others get to answer the probe that names the dead one(s)
+    rank_probe_timeout: float = 1.0
     ping_interval: float = 5.0
     ping_timeout: float = 30.0
     allow_version_mismatch: bool = False
@@ -180,6 +190,8 @@ class RequestStream:
         self.client = client
         self.request = request
         self.request_id = request.request_id
+        #: the managed index of the rank serving it (``client.balancer``; global rank = start + index)
+        self.engine = 0
         self.submitted_at = time.monotonic()
         self.first_output_at: float | None = None
         self.abort_cause: str | None = None
@@ -334,7 +346,15 @@ def _delta(out: wire.EngineCoreOutput, finish: int | None, aux: list[bytes] | No
 
 
 class EngineClient:
-    """The link to one vLLM engine core (DP=1) for one frontend process.
+    """The link to the vLLM engine cores (one, or ``engine_count`` data-parallel ranks) for one frontend
+    process.
+
+    With several ranks (``dp.py``): registration is awaited from every managed rank; each request goes to
+    the rank :class:`~trio_front.engine.dp.Balancer` picks (or the ``X-data-parallel-rank`` one), its
+    ABORTs to that rank; utility calls go to every rank (vLLM's ``call_utility_all_async``; the first
+    rank's result is returned). One rank's death fails the whole link at once, as vLLM tears the group
+    down; the ranks that still answer a short probe are told apart from the dead, which are logged and
+    kept in :attr:`dead_ranks` (and the ``trio_front_engine_rank_up`` gauge).
 
     Usage::
 
@@ -361,7 +381,17 @@ class EngineClient:
         self._handshake_done = trio.Event()
         self._dead = trio.Event()
         self._input: TrioSocket | None = None
-        self._identity = wire.engine_identity(0)
+        self.balancer = Balancer(
+            config.engine_start_index,
+            config.engine_count,
+            client_index=config.client_index,
+            client_count=config.client_count,
+        )
+        #: every managed rank's registration, by global rank
+        self.registrations: dict[int, wire.EngineRegistration] = {}
+        #: global ranks found dead after the link failed (DP only; empty until the probe ran)
+        self.dead_ranks: list[int] = []
+        self.coordinator: CoordinatorLink | None = None
         self._streams: dict[str, RequestStream] = {}
         self._calls: dict[int, _PendingCall] = {}
         self._call_ids = itertools.count(1)
@@ -381,9 +411,14 @@ class EngineClient:
 
     @property
     def max_model_len(self) -> int:
+        """The smallest registered ``max_model_len`` of the ranks (each may auto-fit its own)."""
         if self.registration is None:
             raise EngineNotReadyError("the engine has not registered yet")
-        return self.registration.max_model_len
+        return min(r.max_model_len for r in self.registrations.values())
+
+    @property
+    def data_parallel(self) -> bool:
+        return self.balancer.count > 1
 
     async def wait_ready(self) -> None:
         """Return once the engine can take requests; raise :class:`EngineDeadError` if it cannot."""
@@ -426,6 +461,9 @@ class EngineClient:
                     )
                     nursery.start_soon(self._handshake, handshake, init)
                 await self._register(inp)
+                if cfg.coordinator_addr and self.data_parallel:
+                    self.coordinator = CoordinatorLink(cfg.coordinator_addr, self.balancer)
+                    await nursery.start(self.coordinator.run, self._ctx)
                 nursery.start_soon(self._read_outputs, out)
                 for monitor in monitors:
                     nursery.start_soon(self._watch_disconnect, monitor)
@@ -437,6 +475,8 @@ class EngineClient:
                 self._ready.set()
                 nursery.start_soon(self._ping_loop)
                 await self._dead.wait()
+                if self.data_parallel and self.state is ClientState.DEAD:
+                    await self._name_dead_ranks()
                 nursery.cancel_scope.cancel(reason="engine is dead")
         finally:
             self._shutdown()
@@ -484,23 +524,43 @@ class EngineClient:
         sock.close()  # the engine closes its DEALER after READY; nothing more comes here
 
     async def _register(self, inp: TrioSocket) -> None:
-        identity, registration = await wait_registration(
-            inp, address=self.bound_pair[0] if self.bound_pair else ""
-        )
-        try:
-            wire.check_engine_version(registration.vllm_version)
-        except wire.UnsupportedEngineVersion:
-            if not self.config.allow_version_mismatch:
-                self._die(EngineDeadError(f"unsupported engine: vLLM {registration.vllm_version}"))
-                raise
-            log.warning(
-                "engine reports vLLM %s; continuing because the version check is disabled",
-                registration.vllm_version,
+        """Wait for every managed rank's registration frame (a rank outside the range is logged and
+        ignored: the ROUTER knows it, but nothing is ever sent to it)."""
+        expected = dict(zip(self.balancer.identities, range(self.balancer.count), strict=True))
+        start = self.balancer.start
+        while len(self.registrations) < self.balancer.count:
+            identity, registration = await wait_registration(
+                inp, address=self.bound_pair[0] if self.bound_pair else ""
             )
-        self._identity = identity
-        self.registration = registration
+            rank = int.from_bytes(identity, "little")
+            if identity not in expected:
+                log.warning(
+                    "engine rank %d registered, but this frontend manages ranks %d..%d: ignored",
+                    rank,
+                    start,
+                    start + self.balancer.count - 1,
+                )
+                continue
+            try:
+                wire.check_engine_version(registration.vllm_version)
+            except wire.UnsupportedEngineVersion:
+                if not self.config.allow_version_mismatch:
+                    self._die(EngineDeadError(f"unsupported engine: vLLM {registration.vllm_version}"))
+                    raise
+                log.warning(
+                    "engine reports vLLM %s; continuing because the version check is disabled",
+                    registration.vllm_version,
+                )
+            self.registrations[rank] = registration
+            if self.data_parallel:
+                log.info(
+                    "engine rank %d registered (%d of %d)", rank, len(self.registrations), self.balancer.count
+                )
+        self.registration = self.registrations[start]
         if self.metrics_factory is not None and self.metrics is None:
-            self.metrics = self.metrics_factory(registration)
+            self.metrics = self.metrics_factory(self.registration)
+            for rank in self.registrations:
+                self.metrics.ours.rank_up(rank, True)
 
     # ------------------------------------------------------------------ requests
 
@@ -522,6 +582,7 @@ class EngineClient:
         stream_interval: int | None = None,
         reasoning_ended: bool | None = None,
         reasoning_parser_kwargs: dict[str, Any] | None = None,
+        data_parallel_rank: int | None = None,
     ) -> RequestStream:
         """Submit a token-in request now and return its stream (use it as ``async with``).
 
@@ -534,8 +595,14 @@ class EngineClient:
         caller must enter the returned stream's context (or call :meth:`RequestStream.abort`).
         Raises :class:`EngineNotReadyError` / :class:`EngineDeadError` when nothing can be submitted.
         The caller validated *params* and the prompt length (``serving/params.py``).
+
+        *data_parallel_rank* (default: the HTTP request's ``X-data-parallel-rank``, :data:`REQUESTED_RANK`)
+        pins a rank (an index into the managed ranks); out of range it raises
+        :class:`~trio_front.engine.dp.RankRangeError` (a ``ValueError``: 400) before anything is sent.
         """
         self._check_usable()
+        if data_parallel_rank is None:
+            data_parallel_rank = REQUESTED_RANK.get()
         if request_id is None:
             request_id = self.new_request_id(id_prefix)
         elif request_id in self._streams:
@@ -553,14 +620,23 @@ class EngineClient:
             reasoning_ended=reasoning_ended,
             reasoning_parser_kwargs=reasoning_parser_kwargs,
         )
+        balancer, coordinator = self.balancer, self.coordinator
+        index = balancer.pick(data_parallel_rank)
+        identity = balancer.identities[index]
+        if coordinator is not None:
+            request.current_wave = coordinator.current_wave
         interval = self.config.stream_interval if stream_interval is None else stream_interval
         stream = RequestStream(self, request, interval)
+        stream.engine = index
         self._streams[request_id] = stream
         try:
-            self._send(wire.add_frames(self._identity, request))
+            self._send(wire.add_frames(identity, request))
         except BaseException:
             del self._streams[request_id]
+            balancer.done(index)
             raise
+        if coordinator is not None:
+            coordinator.first_request(identity)
         self.stats["submitted"] += 1
         metrics = self.metrics
         if metrics is not None:
@@ -572,10 +648,11 @@ class EngineClient:
     def abort(self, request_ids: list[str]) -> None:
         """Abort requests by id (the ones still registered); synchronous."""
         streams = [s for rid in request_ids if (s := self._streams.pop(rid, None)) is not None]
-        live = [s.request_id for s in streams]
-        if live and self.state is ClientState.READY:
-            self._send(wire.abort_frames(self._identity, live))
-            self.stats["aborted"] += len(live)
+        for stream in streams:
+            self.balancer.done(stream.engine)
+        if streams and self.state is ClientState.READY:
+            self._send_aborts(streams)
+            self.stats["aborted"] += len(streams)
             self._count_aborts(streams, "abort_requests")
 
     def abort_streams(self, streams: list[RequestStream], cause: str = "aborted") -> None:
@@ -586,11 +663,12 @@ class EngineClient:
             return
         for stream in live:
             del self._streams[stream.request_id]
+            self.balancer.done(stream.engine)
             stream.abort_cause = cause
             if stream._pending is None or not stream._pending.finished:
                 stream._fail(EngineClosedError(f"request {stream.request_id} aborted: {cause}"))
         if self.state is ClientState.READY:
-            self._send(wire.abort_frames(self._identity, [s.request_id for s in live]))
+            self._send_aborts(live)
             self.stats["aborted"] += len(live)
             self._count_aborts(live, cause)
             log.debug("aborted %s (%s)", ", ".join(s.request_id for s in live), cause)
@@ -599,14 +677,27 @@ class EngineClient:
         if self._streams.get(stream.request_id) is not stream:
             return
         del self._streams[stream.request_id]
+        self.balancer.done(stream.engine)
         stream.abort_cause = cause
         if stream._pending is None or not stream._pending.finished:
             stream._fail(EngineClosedError(f"request {stream.request_id} aborted: {cause}"))
         if self.state is ClientState.READY:
-            self._send(wire.abort_frames(self._identity, [stream.request_id]))
+            self._send(wire.abort_frames(self.balancer.identities[stream.engine], [stream.request_id]))
             self.stats["aborted"] += 1
             self._count_aborts([stream], cause)
             log.debug("aborted %s (%s)", stream.request_id, cause)
+
+    def _send_aborts(self, streams: list[RequestStream]) -> None:
+        """One ABORT per rank holding some of *streams* (vLLM's ``abort_requests_async`` by engine)."""
+        identities = self.balancer.identities
+        if len(identities) == 1:
+            self._send(wire.abort_frames(identities[0], [s.request_id for s in streams]))
+            return
+        by_rank: dict[int, list[str]] = {}
+        for stream in streams:
+            by_rank.setdefault(stream.engine, []).append(stream.request_id)
+        for index, ids in by_rank.items():
+            self._send(wire.abort_frames(identities[index], ids))
 
     def _count_aborts(self, streams: list[RequestStream], cause: str) -> None:
         """Metrics for an ABORT just sent: a stop string's is a finished request ("stop", as vLLM's output
@@ -636,28 +727,48 @@ class EngineClient:
     async def call_utility(self, method: str, *args: Any, timeout: float = 10.0) -> Any:
         """Run ``method(*args)`` in the engine and return its result.
 
-        Raises :class:`UtilityCallError` on failure or after *timeout* seconds, and
+        With several ranks it runs in every rank and the first rank's result is returned, as vLLM's
+        ``DPLBAsyncMPClient.call_utility_async`` does (LoRA loads, sleep / wake, cache resets reach all).
+        Raises :class:`UtilityCallError` on failure (any rank's) or after *timeout* seconds, and
         :class:`EngineDeadError` if the engine dies meanwhile. Cancellation forgets the call (a late
         reply is dropped).
         """
+        return (await self.call_utility_all(method, *args, timeout=timeout))[0]
+
+    async def call_utility_all(self, method: str, *args: Any, timeout: float = 10.0) -> list[Any]:
+        """Run ``method(*args)`` in every managed rank; their results in rank order (see
+        :meth:`call_utility` for errors, timeout and cancellation)."""
         self._check_usable()
-        call_id = next(self._call_ids)
-        pending = _PendingCall()
-        self._calls[call_id] = pending
+        identities = self.balancer.identities
+        calls = [(next(self._call_ids), _PendingCall()) for _ in identities]
+        for call_id, pending in calls:
+            self._calls[call_id] = pending
         try:
-            self._send(wire.utility_frames(self._identity, self.config.client_index, call_id, method, args))
+            for identity, (call_id, _) in zip(identities, calls, strict=True):
+                self._send(wire.utility_frames(identity, self.config.client_index, call_id, method, args))
             with trio.move_on_after(timeout) as scope:
-                await pending.done.wait()
+                for _, pending in calls:
+                    await pending.done.wait()
             if scope.cancelled_caught:
-                raise UtilityCallError(f"utility call {method} got no answer within {timeout:g} s")
+                if len(calls) == 1:
+                    raise UtilityCallError(f"utility call {method} got no answer within {timeout:g} s")
+                silent = [self.balancer.start + i for i, (_, p) in enumerate(calls) if not p.done.is_set()]
+                raise UtilityCallError(
+                    f"utility call {method} got no answer from engine rank(s) {silent} within {timeout:g} s"
+                )
         finally:
-            self._calls.pop(call_id, None)
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        if pending.result.failure_message:
-            raise UtilityCallError(pending.result.failure_message)
-        return pending.result.value
+            for call_id, _ in calls:
+                self._calls.pop(call_id, None)
+        values = []
+        for i, (_, pending) in enumerate(calls):
+            if pending.error is not None:
+                raise pending.error
+            assert pending.result is not None
+            if pending.result.failure_message:
+                where = f"engine rank {self.balancer.start + i}: " if len(calls) > 1 else ""
+                raise UtilityCallError(where + pending.result.failure_message)
+            values.append(pending.result.value)
+        return values
 
     # ------------------------------------------------------------------ internals
 
@@ -681,7 +792,9 @@ class EngineClient:
                     self._die(
                         EngineDeadError("the engine reported ENGINE_CORE_DEAD (it crashed; see its log)")
                     )
-                    return
+                    if not self.data_parallel:
+                        return
+                    continue  # keep reading: the probe naming the dead rank needs the others' replies
                 try:
                     outputs = wire.decode_outputs(frames[0])
                 except Exception as exc:  # a frame we cannot read means we no longer know the state
@@ -711,8 +824,12 @@ class EngineClient:
         self, outputs: wire.EngineCoreOutputs, aux: list[bytes] | None, wake: list[RequestStream]
     ) -> None:
         metrics = self.metrics
+        if outputs.wave_complete is not None and self.coordinator is not None:
+            self.coordinator.wave_complete(outputs.wave_complete)
         if outputs.scheduler_stats is not None:
             self.scheduler_stats = outputs.scheduler_stats
+            if self.data_parallel and (self.coordinator is None or not self.coordinator.has_counts):
+                self.balancer.scheduler_stats(outputs.engine_index, outputs.scheduler_stats)
             if metrics is not None:
                 metrics.vllm.scheduler_stats(
                     outputs.scheduler_stats, metrics.vllm.engine(outputs.engine_index)
@@ -731,6 +848,7 @@ class EngineClient:
             stream._track_weight_version(outputs.weight_version, len(out.new_token_ids))
             if finish is not None:
                 del streams[out.request_id]
+                self.balancer.done(stream.engine)
                 self.stats["finished"] += 1
             if stream._deliver(delta):
                 wake.append(stream)
@@ -743,6 +861,7 @@ class EngineClient:
             for rid in outputs.finished_requests:
                 stream = streams.pop(rid, None)
                 if stream is not None:
+                    self.balancer.done(stream.engine)
                     if stream.mstats is not None and self.metrics is not None:
                         stream._engine_finished(wire.FinishReason.ABORT, time.time(), outputs.engine_index)
                     if stream._deliver(RequestDelta(token_ids=[], finish_reason=wire.FinishReason.ABORT)):
@@ -793,6 +912,7 @@ class EngineClient:
             stream._track_weight_version(outputs.weight_version, len(out.new_token_ids))
             if finish is not None:
                 del streams[out.request_id]
+                self.balancer.done(stream.engine)
                 self.stats["finished"] += 1
                 ours.finished.inc()
                 if st is not None:
@@ -811,7 +931,8 @@ class EngineClient:
         while True:
             event = parse_monitor_message(await monitor.receive())
             if event["event"] == zmq.EVENT_DISCONNECTED and self.state is ClientState.READY:
-                self._die(EngineDeadError("the engine disconnected (process exited or was killed)"))
+                what = "an engine rank" if self.data_parallel else "the engine"
+                self._die(EngineDeadError(f"{what} disconnected (process exited or was killed)"))
                 return
 
     async def _ping_loop(self) -> None:
@@ -838,8 +959,39 @@ class EngineClient:
         self._ready.set()
         self._dead.set()
 
+    async def _name_dead_ranks(self) -> None:
+        """After the link failed: ask every rank ``is_sleeping`` (``rank_probe_timeout``); those that do not
+        answer are the dead ones, logged and marked down in the metrics. The streams already failed."""
+        pending = {}
+        for index, identity in enumerate(self.balancer.identities):
+            call_id = next(self._call_ids)
+            pending[index] = call = _PendingCall()
+            self._calls[call_id] = call
+            try:
+                self._send(
+                    wire.utility_frames(identity, self.config.client_index, call_id, "is_sleeping", ())
+                )
+            except (EngineClosedError, trio.WouldBlock, trio.ClosedResourceError):
+                pass
+        with trio.move_on_after(self.config.rank_probe_timeout):
+            for call in pending.values():
+                await call.done.wait()
+        start = self.balancer.start
+        self.dead_ranks = [start + i for i, call in pending.items() if call.result is None]
+        alive = [start + i for i, call in pending.items() if call.result is not None]
+        log.error(
+            "engine rank(s) %s dead (ranks %s still answer); the data-parallel group is torn down, as vLLM "
+            "does: every request failed",
+            self.dead_ranks or "?",
+            alive or "none",
+        )
+        if self.metrics is not None:
+            for rank in range(start, start + self.balancer.count):
+                self.metrics.ours.rank_up(rank, rank not in self.dead_ranks)
+
     def _fail_all(self, error: BaseException) -> None:
         streams, self._streams = self._streams, {}
+        self.balancer.inflight = [0] * self.balancer.count
         for stream in streams.values():
             stream._fail(error)
         for pending in self._calls.values():
@@ -851,7 +1003,7 @@ class EngineClient:
         live = list(self._streams)
         if live and self.state is ClientState.READY and self._input is not None:
             try:
-                self._input.send_nowait(wire.abort_frames(self._identity, live))
+                self._send_aborts(list(self._streams.values()))
                 self.stats["aborted"] += len(live)
                 self._count_aborts(list(self._streams.values()), "shutdown")
             except (trio.WouldBlock, trio.ClosedResourceError):

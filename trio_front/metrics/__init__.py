@@ -33,9 +33,10 @@ class Metrics:
         max_model_len: int,
         engine_count: int = 1,
         ours: OurSeries | None = None,
+        engine_start: int = 0,
     ) -> None:
         self.registry = registry
-        self.vllm = VllmSeries(registry, model_name, max_model_len, engine_count)
+        self.vllm = VllmSeries(registry, model_name, max_model_len, engine_count, engine_start)
         self.ours = ours if ours is not None else OurSeries(registry, model_name)
         self._parents: dict[str, Parent] = {}
 

@@ -91,6 +91,19 @@ class OurSeries:
         }
         #: WSStats field → bound metric (see :class:`trio_front.api.ws.options.WSStats`)
         self.ws = {key: metric.labels(*name) for key, metric in ws.items()}
+        self._name = name
+        # "min" across --workers: a rank is down as soon as any API process found it dead.
+        self._rank_up = Gauge(
+            "trio_front_engine_rank_up",
+            "1 while the engine rank (data-parallel rank, label engine) is registered and alive, 0 once dead",
+            [*labels, "engine"],
+            registry=registry,
+            multiprocess_mode="min",
+        )
+
+    def rank_up(self, rank: int, up: bool) -> None:
+        """Engine rank *rank* registered (``True``) or was found dead (``False``)."""
+        self._rank_up.labels(*self._name, str(rank)).set(1 if up else 0)
 
     def count_abort(self, cause: str, streams: int) -> None:
         self.aborted.inc(streams)

@@ -174,7 +174,12 @@ class VllmSeries:
     ``0..engine_count-1``; ``max_model_len`` caps the token-count buckets (vLLM's ``request_tokens``)."""
 
     def __init__(
-        self, registry: CollectorRegistry | None, model_name: str, max_model_len: int, engine_count: int = 1
+        self,
+        registry: CollectorRegistry | None,
+        model_name: str,
+        max_model_len: int,
+        engine_count: int = 1,
+        engine_start: int = 0,
     ) -> None:
         labels = ["model_name", "engine"]
         tokens = build_1_2_5_buckets(max_model_len)
@@ -294,7 +299,11 @@ class VllmSeries:
             "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
             tokens,
         )
-        self.engines = [_Engine(self, (model_name, str(i))) for i in range(max(engine_count, 1))]
+        # label ``engine`` = the global DP rank (outputs' ``engine_index``); a node may manage ranks R..
+        self.engine_start = engine_start
+        self.engines = [
+            _Engine(self, (model_name, str(engine_start + i))) for i in range(max(engine_count, 1))
+        ]
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -313,11 +322,13 @@ class VllmSeries:
     def begin(self, engine_index: int, timestamp: float) -> Iteration:
         """A message with outputs from engine *engine_index* stamped *timestamp* (engine clock)."""
         engines = self.engines
-        return Iteration(timestamp, engines[engine_index] if engine_index < len(engines) else engines[0])
+        i = engine_index - self.engine_start
+        return Iteration(timestamp, engines[i] if 0 <= i < len(engines) else engines[0])
 
     def engine(self, engine_index: int) -> _Engine:
         engines = self.engines
-        return engines[engine_index] if engine_index < len(engines) else engines[0]
+        i = engine_index - self.engine_start
+        return engines[i] if 0 <= i < len(engines) else engines[0]
 
     @staticmethod
     def output(it: Iteration, st: RequestStats, out: Any) -> None:
