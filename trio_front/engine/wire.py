@@ -1,11 +1,15 @@
-"""Wire types of vLLM 0.32's engine-core protocol, sans-IO.
+"""Wire types of vLLM's engine-core protocol (0.32 and 0.33), sans-IO.
 
 Everything that crosses the ZeroMQ sockets between us and the engine is defined here and encoded with
 msgspec, the engine's own codec, so that the bytes are the ones vLLM's ``MsgpackEncoder`` would write:
 
 * ``array_like`` structs are positional msgpack arrays (``EngineCoreRequest``, ``EngineCoreOutputs``,
-  ``EngineCoreOutput``). On decode a longer array's extra trailing elements are ignored, which is how we
-  tolerate 0.33's appended fields.
+  ``EngineCoreOutput``). On decode a longer array's extra trailing elements are ignored.
+* The layout differences between the versions we speak live in :class:`WireVersion`, chosen once per
+  engine from its registration (``EngineCoreReadyResponse.vllm_version``): 0.33 appends
+  ``EngineCoreOutput.error`` (#18), adds three registration keys, gives the ``profile`` utility a fifth
+  argument and no longer takes FIRST_REQ notifications; ``EngineCoreRequest`` and ``SamplingParams`` are
+  the same. The 0.32 decoder is the one it always was, so the 0.32 hot path pays nothing for 0.33.
 * ``SamplingParams`` is a msgpack *map* of its non-default fields; private engine fields such as
   ``_eos_token_id`` are renamed attributes here.
 * Arrays (logprobs) travel as ``[dtype, shape, data]`` where ``data`` is msgpack ext type 3 (raw bytes)
@@ -19,12 +23,13 @@ from __future__ import annotations
 import enum
 import sys
 from array import array
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import msgspec
 
 #: Minor versions of vLLM whose protocol this module speaks.
-SUPPORTED_VLLM_MINOR = ("0.32",)
+SUPPORTED_VLLM_MINOR = ("0.32", "0.33")
 
 #: The single frame an engine sends on every output socket when it dies from an exception.
 ENGINE_CORE_DEAD = b"ENGINE_CORE_DEAD"
@@ -260,12 +265,40 @@ class WireArray:
         return [self.dtype, self.shape, msgspec.msgpack.Ext(EXT_RAW_VIEW, bytes(self.data))]
 
 
+class RequestError(msgspec.Struct, gc=False):
+    """vLLM 0.33's ``RequestError`` (``vllm/outputs.py``, a dataclass: a map with every field), sent in
+    ``EngineCoreOutput.error`` with finish reason ERROR. A request-level failure, not an engine failure.
+
+    Codes the 0.33 engine sends: ``engine_paused`` (retryable: the engine was paused with
+    ``pause_generation`` and rejects new requests until resumed) and ``validation_error`` (the engine
+    refused the request's parameters, e.g. a structured-output grammar that does not compile).
+    """
+
+    code: str
+    message: str
+    retryable: bool = False
+
+    ENGINE_PAUSED: ClassVar[str] = "engine_paused"
+    VALIDATION_ERROR: ClassVar[str] = "validation_error"
+
+    @property
+    def http_status(self) -> int:
+        """The status vLLM 0.33's server answers with (``RequestError.to_exception``): 400 for a validation
+        error, 503 for a retryable one (``RetryableRequestError``), else 500 (``GenerationError``)."""
+        if self.code == self.VALIDATION_ERROR:
+            return 400
+        return 503 if self.retryable else 500
+
+
 class EngineCoreOutput(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
     """One request's progress in one engine step (0.32 positions; later fields are ignored).
 
     ``new_logprobs`` stays in its raw ``[token_ids, logprobs, ranks, cu]`` wire form until
-    :func:`decode_logprobs` is asked for it, so requests without logprobs pay nothing.
+    :func:`decode_logprobs` is asked for it, so requests without logprobs pay nothing. ``error`` is
+    always ``None`` here (0.32 has no such field); :class:`EngineCoreOutput033` carries 0.33's.
     """
+
+    error: ClassVar[RequestError | None] = None
 
     request_id: str
     new_token_ids: list[int]
@@ -299,6 +332,23 @@ class EngineCoreOutputs(msgspec.Struct, array_like=True, omit_defaults=True, gc=
     wave_complete: int | None = None
     start_wave: int | None = None
     weight_version: str | None = None
+
+
+class EngineCoreOutput033(EngineCoreOutput, array_like=True, omit_defaults=True, gc=False):
+    """vLLM 0.33's ``EngineCoreOutput``: 0.32's 18 positions (the four after ``num_nans_in_logits`` kept
+    raw) plus #18 ``error``. A subclass, so everything that reads an output reads this one too."""
+
+    mm_cache_miss_hashes: Any = None
+    new_sampling_mask: Any = None
+    spec_decode_metrics: Any = None
+    prompt_token_id_logprobs: Any = None
+    error: RequestError | None = None  # type: ignore[misc]  # a field here, the ClassVar's None above
+
+
+class EngineCoreOutputs033(EngineCoreOutputs, array_like=True, omit_defaults=True, gc=False):
+    """vLLM 0.33's ``EngineCoreOutputs``: the same 9 positions, holding :class:`EngineCoreOutput033`."""
+
+    outputs: list[EngineCoreOutput033] = msgspec.field(default_factory=list)  # type: ignore[assignment]
 
 
 class Logprobs(msgspec.Struct, gc=False):
@@ -398,21 +448,20 @@ class EngineRegistration(msgspec.Struct, gc=False):
     kv_cache_size_tokens: int | None = None
     supports_lora: bool = False
     max_loras: int = 0
+    #: 0.33 only (0.32 engines leave the defaults): the DP coordinator's addresses and TCPStore port.
+    coord_store_port: int = 0
+    coordinator_input_address: str | None = None
+    coordinator_output_address: str | None = None
 
 
 class UnsupportedEngineVersion(Exception):
     """The engine's ``vllm_version`` is a minor release whose protocol we do not speak."""
 
 
-def check_engine_version(version: str) -> None:
-    """Raise :class:`UnsupportedEngineVersion` unless *version* is a supported minor release."""
-    minor = ".".join(version.split("+")[0].split(".")[:2])
-    if minor not in SUPPORTED_VLLM_MINOR:
-        raise UnsupportedEngineVersion(
-            f"engine reports vLLM {version}, trio-front speaks the protocol of vLLM "
-            f"{', '.join(v + '.x' for v in SUPPORTED_VLLM_MINOR)}; start a matching engine "
-            f"(or pass --allow-engine-version-mismatch to try anyway)"
-        )
+def check_engine_version(version: str) -> WireVersion:
+    """The layout for an engine reporting *version*; :class:`UnsupportedEngineVersion` naming it unless it
+    is a supported minor release (same as :meth:`WireVersion.from_version`)."""
+    return WireVersion.from_version(version)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,3 +539,136 @@ def decode_any(payload: bytes | memoryview) -> Any:
 def engine_identity(rank: int) -> bytes:
     """The ZMQ routing id of engine *rank*: two bytes, little-endian."""
     return rank.to_bytes(2, "little")
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-version layout
+
+
+_outputs_033_decoder = msgspec.msgpack.Decoder(EngineCoreOutputs033)
+
+
+class WireVersion:
+    """The wire layout of one vLLM minor release: pick it once per engine, from its registration, with
+    :meth:`from_version` (``WireVersion.V0_32`` / ``WireVersion.V0_33``), then use its codec functions.
+
+    Only what differs between the releases is here; everything else (ABORT/UTILITY framing, handshake
+    maps, ``EngineCoreRequest``, ``SamplingParams``) is the module-level code, identical for both.
+    """
+
+    __slots__ = (
+        "add_frames",
+        "decode_outputs",
+        "minor",
+        "notifies_first_request",
+        "output_type",
+        "outputs_type",
+        "profile_arity",
+        "registration_keys",
+    )
+
+    V0_32: ClassVar[WireVersion]
+    V0_33: ClassVar[WireVersion]
+    #: The layout assumed for an engine whose version check was disabled
+    #: (``--allow-engine-version-mismatch``).
+    DEFAULT: ClassVar[WireVersion]
+
+    def __init__(
+        self,
+        minor: str,
+        *,
+        decode_outputs: Callable[[bytes | memoryview], EngineCoreOutputs],
+        output_type: type[EngineCoreOutput],
+        outputs_type: type[EngineCoreOutputs],
+        notifies_first_request: bool,
+        profile_arity: int,
+        registration_keys: tuple[str, ...],
+    ) -> None:
+        self.minor = minor
+        #: Decode frame 0 of an output message into this release's ``EngineCoreOutputs`` (a bound msgspec
+        #: decoder: keep a reference to it on the hot path rather than going through the object).
+        self.decode_outputs = decode_outputs
+        #: The ADD message; ``EngineCoreRequest`` has the same 22 positions in 0.32 and 0.33.
+        self.add_frames: Callable[[bytes, EngineCoreRequest], list[bytes]] = add_frames
+        #: Output struct types, for an engine (the mock) that writes this release's messages.
+        self.output_type = output_type
+        self.outputs_type = outputs_type
+        #: Whether a DP frontend tells the coordinator about the first request of a paused wave
+        #: (``FIRST_REQ``): 0.32 does; 0.33 removed it (only engines start waves, and 0.33's coordinator
+        #: logs an error for any other message from a frontend).
+        self.notifies_first_request = notifies_first_request
+        #: Positional arguments of the engine's ``profile`` utility.
+        self.profile_arity = profile_arity
+        #: Every key of this release's ``EngineCoreReadyResponse`` (the registration map).
+        self.registration_keys = registration_keys
+
+    def __repr__(self) -> str:
+        return f"WireVersion({self.minor})"
+
+    @classmethod
+    def from_version(cls, version: str) -> WireVersion:
+        """The layout for ``vllm_version`` *version* (``"0.33.0"``, ``"0.32.1+cpu"``...); raises
+        :class:`UnsupportedEngineVersion` naming *version* for any other release."""
+        minor = ".".join(version.split("+")[0].split(".")[:2])
+        found = _VERSIONS.get(minor)
+        if found is None:
+            raise UnsupportedEngineVersion(
+                f"engine reports vLLM {version}, trio-front speaks the protocol of vLLM "
+                f"{', '.join(v + '.x' for v in SUPPORTED_VLLM_MINOR)}; start a matching engine "
+                f"(or pass --allow-engine-version-mismatch to try anyway)"
+            )
+        return found
+
+    def profile_args(
+        self,
+        is_start: bool = True,
+        profile_prefix: str | None = None,
+        delay_iterations: int | None = None,
+        max_iterations: int | None = None,
+        profiler_kwargs: dict[str, Any] | None = None,
+    ) -> tuple[Any, ...]:
+        """The ``profile`` utility's arguments in this release's arity (utility args are positional and
+        the engine calls ``profile(*args)``: a wrong count fails the call). ``profiler_kwargs`` exists from
+        0.33 on; for 0.32 it is refused (ValueError naming it) rather than dropped."""
+        args: tuple[Any, ...] = (is_start, profile_prefix, delay_iterations, max_iterations)
+        if self.profile_arity >= 5:
+            return (*args, profiler_kwargs)
+        if profiler_kwargs is not None:
+            raise ValueError(f"profiler_kwargs needs a vLLM 0.33 engine, this one speaks {self.minor}")
+        return args
+
+
+_REGISTRATION_KEYS_032 = (
+    "max_model_len", "num_gpu_blocks", "block_size", "dp_stats_address", "dtype", "vllm_version",
+    "world_size", "data_parallel_size", "tensor_parallel_size", "pipeline_parallel_size",
+    "decode_context_parallel_size", "data_parallel_rank", "max_num_seqs", "max_num_batched_tokens",
+    "instance_id", "supports_lora", "max_loras", "mamba_block_size", "kv_cache_size_tokens",
+    "kv_cache_max_concurrency", "kv_events_config", "weight_transfer_backend", "enable_sleep_mode",
+    "supports_draft_weight_updates", "effective_attention_block_size",
+)  # fmt: skip
+
+WireVersion.V0_32 = WireVersion(
+    "0.32",
+    decode_outputs=_outputs_decoder.decode,
+    output_type=EngineCoreOutput,
+    outputs_type=EngineCoreOutputs,
+    notifies_first_request=True,
+    profile_arity=4,
+    registration_keys=_REGISTRATION_KEYS_032,
+)
+WireVersion.V0_33 = WireVersion(
+    "0.33",
+    decode_outputs=_outputs_033_decoder.decode,
+    output_type=EngineCoreOutput033,
+    outputs_type=EngineCoreOutputs033,
+    notifies_first_request=False,
+    profile_arity=5,
+    registration_keys=(
+        *_REGISTRATION_KEYS_032,
+        "coord_store_port",
+        "coordinator_input_address",
+        "coordinator_output_address",
+    ),
+)
+WireVersion.DEFAULT = WireVersion.V0_32
+_VERSIONS = {v.minor: v for v in (WireVersion.V0_32, WireVersion.V0_33)}

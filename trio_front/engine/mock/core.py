@@ -1,9 +1,10 @@
 """The mock engine's scheduler, sans-IO: input messages in, encoded output messages out.
 
-:class:`MockCore` plays vLLM 0.32's ``EngineCoreProc`` busy loop without sockets or time: the trio layer
-(``engine.py``) feeds it every received input message with :meth:`MockCore.handle`, calls
-:meth:`MockCore.step` once per engine step, and sends whatever :attr:`MockCore.outbox` holds as
-``(client_index, payload)``. It never awaits, so nothing here can be interrupted half-way.
+:class:`MockCore` plays vLLM 0.32's (or 0.33's, with ``vllm_version="0.33.x"``) ``EngineCoreProc`` busy
+loop without sockets or time: the trio layer (``engine.py``) feeds it every received input message with
+:meth:`MockCore.handle`, calls :meth:`MockCore.step` once per engine step, and sends whatever
+:attr:`MockCore.outbox` holds as ``(client_index, payload)``. It never awaits, so nothing here can be
+interrupted half-way.
 
 Scheduling: FIFO; at most ``max_num_seqs`` requests run, the rest wait. Prefill is instant: a request
 admitted in a step gets its first token in that step. Each step produces one token per running request
@@ -17,6 +18,12 @@ accepted; the trio layer sends ENGINE_CORE_DEAD and stops), or
 ignored, running requests still finish), or ``output_dead`` (``client_index`` out of range: nothing is
 sent any more). With ``hazards="log"`` the offending message is dropped (or its request finished with
 ERROR) and the engine carries on.
+
+0.33 mode (the layout :meth:`MockEngineConfig.wire_version` picks from ``vllm_version``): the registration
+has 0.33's three extra keys, outputs are 0.33's 19-position ``EngineCoreOutput`` (``error`` last), the
+``pause_generation`` utility exists (after it, "abort"/"wait" pauses *reject* new requests with ERROR and
+``error={code: "engine_paused", retryable: true}`` instead of queueing them, until ``resume_scheduler``),
+and ``profile`` takes 0.33's five arguments. A version the frontend would refuse gets the 0.32 layout.
 """
 
 from __future__ import annotations
@@ -75,9 +82,25 @@ class MockEngineConfig:
         if self.max_model_len < 2 or self.max_num_seqs < 1 or self.step_ms < 0:
             raise ValueError("max_model_len must be >= 2, max_num_seqs >= 1 and step_ms >= 0")
 
+    @property
+    def wire_version(self) -> wire.WireVersion:
+        """The layout this engine speaks: its ``vllm_version``'s, or 0.32's for a version trio-front refuses
+        (so that a test of the version guard still gets a well-formed registration)."""
+        try:
+            return wire.WireVersion.from_version(self.vllm_version)
+        except wire.UnsupportedEngineVersion:
+            return wire.WireVersion.V0_32
+
     def registration(self) -> dict[str, Any]:
-        """The ``EngineCoreReadyResponse`` map vLLM 0.32 sends on each input socket (every key)."""
+        """The ``EngineCoreReadyResponse`` map the engine's release sends on each input socket (every key)."""
         kv_tokens = self.num_gpu_blocks * self.block_size
+        extra: dict[str, Any] = {}
+        if self.wire_version is wire.WireVersion.V0_33:
+            extra = {
+                "coord_store_port": 0,
+                "coordinator_input_address": None,
+                "coordinator_output_address": None,
+            }
         return {
             "max_model_len": self.max_model_len,
             "num_gpu_blocks": self.num_gpu_blocks,
@@ -104,6 +127,7 @@ class MockEngineConfig:
             "enable_sleep_mode": False,
             "supports_draft_weight_updates": False,
             "effective_attention_block_size": self.block_size,
+            **extra,
         }
 
 
@@ -132,6 +156,8 @@ class MockCore:
     input_dead: bool = False
     output_dead: bool = False
     pause: PauseState = PauseState.UNPAUSED
+    #: 0.33's ``reject_new_requests``: set by ``pause_generation`` ("abort"/"wait"), cleared on resume
+    reject_new: bool = False
     sleeping: bool = False
     weight_version: str = "default"
     stats: dict[str, int] = attrs.Factory(
@@ -151,6 +177,13 @@ class MockCore:
     #: prompt tokens of requests scheduled since the last SchedulerStats (prefix cache queries; no hits)
     _prefix_queries: int = 0
     _prefix_requests: int = 0
+    #: the output struct types of the engine's release (0.32's, or 0.33's with ``error``)
+    _output_type: type[wire.EngineCoreOutput] = attrs.field(init=False)
+    _outputs_type: type[wire.EngineCoreOutputs] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        version = self.config.wire_version
+        self._output_type, self._outputs_type = version.output_type, version.outputs_type
 
     # ------------------------------------------------------------------ state
 
@@ -206,6 +239,15 @@ class MockCore:
             detail = f"prompt of {len(prompt)} tokens, max_model_len {self.config.max_model_len}"
             if self._hazard("prompt_length", detail, "die", rid):
                 self._finish_now([rid], client, wire.FinishReason.ERROR, detail)
+            return
+        if self.reject_new and not req.abort_immediately:
+            # 0.33's ``_reject_add_while_paused``: a request-scoped, retryable ERROR.
+            error = wire.RequestError(
+                wire.RequestError.ENGINE_PAUSED,
+                "Generation is paused. Please retry after it resumes.",
+                retryable=True,
+            )
+            self._finish_now([rid], client, wire.FinishReason.ERROR, "rejected: generation paused", error)
             return
         lora = req.lora_request
         if lora is not None and self._lora_problem(lora) is not None:
@@ -288,7 +330,7 @@ class MockCore:
         for gen in self.running.values():
             first = gen.position == 0
             token = gen.next_token()
-            out = wire.EngineCoreOutput(gen.request_id, [token])
+            out = self._output_type(gen.request_id, [token])
             if gen.logprobs is not None:
                 out.new_logprobs = logprobs_lists([token], gen.logprobs, vocab)
             if first:
@@ -329,7 +371,7 @@ class MockCore:
         for client, outputs in per_client.items():
             self._emit(
                 client,
-                wire.EngineCoreOutputs(
+                self._outputs_type(
                     engine_index=self.config.rank,
                     outputs=outputs,
                     scheduler_stats=stats,
@@ -381,18 +423,31 @@ class MockCore:
         self.stats["finished"] += 1
         self.log.record("finish", request_id=rid, reason=str(reason), tokens=tokens, stop_reason=stop_reason)
 
-    def _finish_now(self, rids: list[str], client: int, reason: wire.FinishReason, detail: str = "") -> None:
-        """An engine-side finish outside a step (errors, engine aborts): outputs + ``finished_requests``."""
+    def _finish_now(
+        self,
+        rids: list[str],
+        client: int,
+        reason: wire.FinishReason,
+        detail: str = "",
+        error: wire.RequestError | None = None,
+    ) -> None:
+        """An engine-side finish outside a step (errors, engine aborts): outputs + ``finished_requests``;
+        *error* (0.33 only) goes into each output's ``error``."""
         for rid in rids:
             self.stats["finished"] += 1
             self._event_times.pop(rid, None)
             self.log.record(
                 "finish", request_id=rid, reason=str(reason), tokens=0, stop_reason=None, detail=detail
             )
-        outputs = [wire.EngineCoreOutput(rid, [], finish_reason=int(reason)) for rid in rids]
+        if error is None:
+            outputs = [self._output_type(rid, [], finish_reason=int(reason)) for rid in rids]
+        else:  # only 0.33 rejects with an error
+            outputs = [
+                wire.EngineCoreOutput033(rid, [], finish_reason=int(reason), error=error) for rid in rids
+            ]
         self._emit(
             client,
-            wire.EngineCoreOutputs(engine_index=self.config.rank, outputs=outputs, finished_requests=rids),
+            self._outputs_type(engine_index=self.config.rank, outputs=outputs, finished_requests=rids),
         )
 
     def _engine_abort_all(self) -> None:
@@ -440,6 +495,8 @@ class MockCore:
             self._hazard("client_index_out_of_range", f"utility {method} for client {client}", "output_dead")
             return
         handler: Callable[..., Any] | None = getattr(self, f"_u_{method}", None)
+        if method in self._SINCE_033 and self.config.wire_version is not wire.WireVersion.V0_33:
+            handler = None
         try:
             if handler is None:
                 raise AttributeError(f"'EngineCoreProc' object has no attribute '{method}'")
@@ -538,8 +595,28 @@ class MockCore:
             return _DEFERRED
         return None
 
+    #: utilities a 0.32 engine does not have
+    _SINCE_033 = frozenset({"pause_generation"})
+
+    def _u_pause_generation(
+        self, client: int, call_id: int, mode: str = "abort", clear_cache: bool = True
+    ) -> Any:
+        """0.33's user pause: ``pause_scheduler``, and "abort"/"wait" also reject new requests."""
+        result = self._u_pause_scheduler(client, call_id, mode, clear_cache)
+        self.reject_new = mode != "keep"
+        return result
+
     def _u_resume_scheduler(self, client: int, call_id: int) -> None:
         self.pause = PauseState.UNPAUSED
+        self.reject_new = False
+
+    def _u_profile(self, client: int, call_id: int, *args: Any) -> None:
+        """``profile(is_start, profile_prefix, delay_iterations, max_iterations[, profiler_kwargs])``:
+        4 parameters in 0.32, 5 in 0.33; more arguments fail as Python's call would (no profiler here)."""
+        arity = self.config.wire_version.profile_arity
+        if len(args) > arity:
+            raise TypeError(f"EngineCore.profile() takes from 1 to {arity + 1} positional arguments")
+        return None
 
     def _u_sleep(self, client: int, call_id: int, level: int = 1, mode: str = "abort") -> Any:
         result = self._u_pause_scheduler(client, call_id, mode, True)
