@@ -74,7 +74,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--engine-count", type=int, required=True, help="number of engines served")
     p.add_argument("--data-parallel-size", type=int, required=True, help="vLLM's data-parallel size")
     p.add_argument("--grpc-listen-fd", type=int, help="gRPC socket (refused: no gRPC server here)")
-    p.add_argument("--coordinator-address", help="DP coordinator's stats address (refused: DP > 1)")
+    p.add_argument(
+        "--coordinator-address", help="the DP coordinator's front-end address (load counts, waves)"
+    )
     p.add_argument("--args-json", required=True, help="vLLM's non-default `vllm serve` flags as JSON")
     p.set_defaults(handler=run)
     return p
@@ -180,7 +182,7 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
             listen_fd=args.listen_fd,
             input_fd=args.input_listener_fd,
             output_fd=args.output_listener_fd,
-            **fields,
+            **{**fields, **_topology(args)},
         )
         assistant_options(config)  # unknown parser names, a bad structured-outputs config
         lora_modules(config)
@@ -205,17 +207,29 @@ def _fit_kill_window(shutdown_timeout: float) -> dict[str, float]:
     return {"shutdown_timeout": drain, "graceful_timeout": CLOSE_TIMEOUT}
 
 
+def _topology(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine ranks vLLM's argv hands this frontend (they override the args JSON's DP keys)."""
+    return {
+        "data_parallel_size": args.data_parallel_size,
+        "engine_start_index": args.engine_start_index,
+        "engine_count": args.engine_count,
+        "coordinator_address": args.coordinator_address,
+    }
+
+
 def _refused_topology(args: argparse.Namespace) -> list[str]:
-    """The argv parts this frontend cannot serve: more than one engine, DP, gRPC (issue 14 adds DP)."""
+    """The argv parts this frontend cannot serve: an engine range outside the DP group, gRPC."""
     refused = []
-    if args.data_parallel_size != 1:
-        refused.append(f"--data-parallel-size {args.data_parallel_size} (one engine only; DP is issue 14)")
-    if args.engine_count != 1:
-        refused.append(f"--engine-count {args.engine_count} (one engine only; DP is issue 14)")
-    elif args.engine_start_index != 0:
-        refused.append(f"--engine-start-index {args.engine_start_index} (one engine only, rank 0)")
-    if args.coordinator_address is not None:
-        refused.append("--coordinator-address (no DP coordinator support; DP is issue 14)")
+    if args.data_parallel_size < 1:
+        refused.append(f"--data-parallel-size {args.data_parallel_size} (must be at least 1)")
+    elif (
+        args.engine_count < 1
+        or not 0 <= args.engine_start_index <= args.data_parallel_size - args.engine_count
+    ):
+        refused.append(
+            f"--engine-start-index {args.engine_start_index} --engine-count {args.engine_count} (not a "
+            f"range of the {args.data_parallel_size} data-parallel ranks)"
+        )
     if args.grpc_listen_fd is not None:
         refused.append("--grpc-port (no gRPC server in trio-front)")
     return refused

@@ -23,13 +23,17 @@ import attrs
 import hypercorn.trio
 import trio
 
+from trio_front.api import middleware
 from trio_front.api.app import App
+from trio_front.api.errors import APIError
 from trio_front.api.middleware import HTTPOptions
+from trio_front.api.middleware.plumbing import first
 from trio_front.api.state import ServerState
 from trio_front.api.ws import WSOptions
 from trio_front.api.ws import shutdown as ws_shutdown
 from trio_front.assistant import AssistantConfig
 from trio_front.engine.client import ClientState, EngineClient, LinkConfig
+from trio_front.engine.dp import REQUESTED_RANK, RankRangeError, parse_rank_header
 from trio_front.listen import hypercorn_config
 from trio_front.serving.lora import LoRAModule, LoRARegistry, StaticLoadError, parse_lora_modules
 from trio_front.serving.sampling_defaults import load_sampling_defaults
@@ -124,6 +128,8 @@ class FrontendConfig:
     #: ``system_fingerprint``: full, hash, custom (``fingerprint_value``) or none (serving/fingerprint.py)
     fingerprint_mode: str = "full"
     fingerprint_value: str | None = None
+    #: ``thinking.disabled`` on /v1/messages → this reasoning_effort (``auto``: probe the chat template)
+    anthropic_disabled_thinking_effort: str = "auto"
     #: HTTP/1.1 limits (vLLM's ``--h11-max-incomplete-event-size`` / ``--h11-max-header-count``)
     h11_max_incomplete_event_size: int = 4194304
     h11_max_header_count: int = 256
@@ -142,6 +148,23 @@ class FrontendConfig:
     reuse_port: bool = False
     report_pair: bool = False
     bind_host: str | None = None
+    #: API processes in all (``--workers``; vLLM's ``client_count``: scales the balancer's in-flight floor)
+    client_count: int = 1
+    # ---- Data parallelism (``engine/dp.py``): vLLM's ``--data-parallel-size`` ranks in the group. ``run``
+    # manages (and handshakes) all of them; the ``frontend`` drop-in manages ``engine_count`` from
+    # ``engine_start_index`` (vLLM's argv); ``serve`` starts ``data_parallel_size_local`` of them (default
+    # all) as one headless ``vllm serve`` and waits for the rest from other nodes.
+    data_parallel_size: int = 1
+    data_parallel_size_local: int | None = None
+    engine_start_index: int = 0
+    engine_count: int | None = None
+    #: a vLLM DP coordinator's front-end address (the drop-in's ``--coordinator-address``)
+    coordinator_address: str | None = None
+
+    @property
+    def managed_engines(self) -> int:
+        """How many engine ranks this frontend routes to."""
+        return self.data_parallel_size if self.engine_count is None else self.engine_count
 
 
 def assistant_options(config: FrontendConfig) -> tuple[AssistantConfig, StructuredConfig]:
@@ -187,6 +210,10 @@ def build_app(config: FrontendConfig) -> App:
     engine = EngineClient(
         attrs.evolve(
             link,
+            engine_count=config.managed_engines,
+            engine_start_index=config.engine_start_index,
+            client_count=config.client_count,
+            coordinator_addr=config.coordinator_address,
             client_index=config.client_index,
             ping_interval=config.ping_interval,
             ping_timeout=config.ping_timeout,
@@ -216,6 +243,7 @@ def build_app(config: FrontendConfig) -> App:
         speculative_decoding=config.speculative_decoding,
         fingerprint_mode=config.fingerprint_mode,
         fingerprint_value=config.fingerprint_value,
+        anthropic_disabled_thinking_effort=config.anthropic_disabled_thinking_effort,
         sampling_defaults=load_sampling_defaults(
             config.model, config.generation_config, config.override_generation_config
         ),
@@ -233,7 +261,44 @@ def build_app(config: FrontendConfig) -> App:
     )
     # Always a registry (empty without --lora-modules): the runtime load endpoint may fill it.
     state.lora = LoRARegistry(engine, (*state.served_model_names, state.model_path), static_loras)
-    return App(state)
+    app = App(state)
+    # X-data-parallel-rank reaches every endpoint's engine requests through a context variable (dp.py).
+    # Inside the keys / CORS / access-log layers (as the routes are), so a 401 still comes first.
+    app._asgi = middleware.wrap(RankHeader(app._route, config.managed_engines), state.http)
+    return app
+
+
+class RankHeader:
+    """ASGI layer for vLLM's ``X-data-parallel-rank`` header: an integer value pins the HTTP request's
+    engine requests to that managed rank (:data:`~trio_front.engine.dp.REQUESTED_RANK`); out of range, a
+    POST is answered 400 with vLLM's message before any work. A non-integer value is ignored, as vLLM's
+    ``_get_data_parallel_rank`` ignores it. Other requests pass through untouched."""
+
+    def __init__(self, app, ranks: int) -> None:  # type: ignore[no-untyped-def]
+        self.app = app
+        self.ranks = ranks
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw = first(scope["headers"], b"x-data-parallel-rank")
+        rank = parse_rank_header(raw.decode("latin-1") if raw is not None else None)
+        if rank is None:
+            await self.app(scope, receive, send)
+            return
+        if not 0 <= rank < self.ranks and scope["method"] == "POST":
+            error = APIError(400, str(RankRangeError(rank, self.ranks)))
+            body = error.json()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 400, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        token = REQUESTED_RANK.set(rank)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            REQUESTED_RANK.reset(token)
 
 
 def _read_template(value: str | None) -> str | None:
@@ -263,6 +328,12 @@ async def serve_frontend(
     bounded: vLLM's supervisor kills its frontend ``max(shutdown_timeout, 5)`` seconds after SIGTERM.
     """
     app = build_app(config)
+    if supervise is not None and config.data_parallel_size > 1:  # `serve -dp N`: the engine starts the ranks
+        supervise = attrs.evolve(
+            supervise,
+            data_parallel_size=config.data_parallel_size,
+            data_parallel_size_local=config.data_parallel_size_local,
+        )
     hconfig = hypercorn_config(config)
     # hypercorn's clock starts at the stop trigger: the drain, then a short grace for connections to close.
     hconfig.graceful_timeout = config.shutdown_timeout + config.graceful_timeout
@@ -466,6 +537,9 @@ class EngineSupervisor:
     port: int
     extra_args: tuple[str, ...] = ()
     progress_interval: float = 5.0
+    #: the group's size, and how many of its ranks (from 0) this engine process runs
+    data_parallel_size: int = 1
+    data_parallel_size_local: int | None = None
 
     async def run(self, engine: EngineClient, shutdown) -> None:  # type: ignore[no-untyped-def]
         """Start the engine and watch it until cancelled (the server's shutdown), then stop its process
@@ -473,9 +547,28 @@ class EngineSupervisor:
         for). The engine exiting on its own shuts the server down and keeps its log (path logged)."""
         from trio_front.engine.launch import EngineProcess
 
-        process = EngineProcess.headless(self.model, self.host, self.port, extra_args=self.extra_args)
+        process = EngineProcess.headless(
+            self.model,
+            self.host,
+            self.port,
+            extra_args=self.extra_args,
+            data_parallel_size=self.data_parallel_size,
+            data_parallel_size_local=self.data_parallel_size_local,
+        )
         process.start()
         log.info("started vLLM engine (pid %d), log: %s", process.pid, process.log_path)
+        if self.data_parallel_size > 1:
+            local = self.data_parallel_size_local or self.data_parallel_size
+            log.info(
+                "it runs data-parallel ranks 0..%d of %d; %s",
+                local - 1,
+                self.data_parallel_size,
+                "all are local"
+                if local == self.data_parallel_size
+                else f"ranks {local}..{self.data_parallel_size - 1} must connect from other nodes "
+                f"(vllm serve MODEL --headless -dp {self.data_parallel_size} -dpl K -dpr {local} "
+                f"--data-parallel-address HOST --data-parallel-rpc-port {self.port})",
+            )
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._progress, process, engine)

@@ -11,6 +11,10 @@ socket pair advertised in INIT and routes each request's outputs to the pair nam
   others are stopped too (a worker cannot re-attach to the engine: attachment is one-shot);
 * each **worker** is a normal ``trio-front run`` with ``client_index = i`` that does not own the handshake
   and binds the HTTP port with ``SO_REUSEPORT``, so the kernel spreads connections across workers.
+
+With ``--data-parallel-size M`` the supervisor handshakes with all M ranks, each rank connects to every
+worker's pair, and every worker balances over all M ranks on its own counts (``client_count = N`` scales
+them, as in vLLM).
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ log = logging.getLogger("trio_front.workers")
 WORKER_START_TIMEOUT = 60.0
 
 
-def worker_config(config: FrontendConfig, index: int) -> FrontendConfig:
+def worker_config(config: FrontendConfig, index: int, workers: int = 1) -> FrontendConfig:
+    """Worker *index* of *workers*: its own engine pair and client index; every worker routes to every
+    data-parallel rank (each rank connects to all the pairs, as with vLLM's --api-server-count)."""
     host = (
         config.engine_addr[len("tcp://") :].rsplit(":", 1)[0]
         if config.engine_addr.startswith("tcp://")
@@ -47,7 +53,7 @@ def worker_config(config: FrontendConfig, index: int) -> FrontendConfig:
     if host is None:
         raise ValueError("--workers needs a tcp:// engine address")
     return attrs.evolve(config, client_index=index, owns_handshake=False, reuse_port=True, report_pair=True,
-                        bind_host=host)  # fmt: skip
+                        bind_host=host, client_count=workers)  # fmt: skip
 
 
 async def run_supervisor(config: FrontendConfig, workers: int) -> int:
@@ -70,7 +76,7 @@ async def _supervise(config: FrontendConfig, workers: int, metrics_dir: str) -> 
         async with trio.open_nursery() as nursery:
             pairs: list[tuple[str, str]] = []
             for index in range(workers):
-                cfg = worker_config(config, index)
+                cfg = worker_config(config, index, workers)
                 argv = [sys.executable, "-m", "trio_front.cli", "worker", "--config-json", _dump(cfg)]
                 env = {**os.environ, metrics_multiprocess.ENV: metrics_dir}
                 proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, env=env)
@@ -83,7 +89,9 @@ async def _supervise(config: FrontendConfig, workers: int, metrics_dir: str) -> 
             init = wire.HandshakeInit(
                 addresses=wire.EngineAddresses(inputs=[p[0] for p in pairs], outputs=[p[1] for p in pairs])
             )
-            nursery.start_soon(_handshake_then_close, handshake, init, config.engine_addr)
+            nursery.start_soon(
+                _handshake_then_close, handshake, init, config.engine_addr, config.data_parallel_size
+            )
             nursery.start_soon(_forward_signals, procs)
             exited = trio.Event()
             for proc in procs:
@@ -117,8 +125,8 @@ async def _read_pair(proc: trio.Process) -> tuple[str, str]:
     return report["input"], report["output"]
 
 
-async def _handshake_then_close(sock, init: wire.HandshakeInit, address: str) -> None:  # type: ignore[no-untyped-def]
-    await serve_handshake(sock, init, address=address)
+async def _handshake_then_close(sock, init: wire.HandshakeInit, address: str, ranks: int = 1) -> None:  # type: ignore[no-untyped-def]
+    await serve_handshake(sock, init, engine_count=ranks, address=address)
     sock.close()
 
 

@@ -40,6 +40,11 @@ async def health(state: ServerState, send: Send) -> None:
         await send_json(send, 200, b"{}")
     else:
         reason = str(engine.error) if engine.error else "the engine is still starting"
+        if engine.data_parallel:  # 200 only once every rank registered; name the dead ones
+            if engine.dead_ranks:
+                reason += f" (dead engine rank(s): {', '.join(map(str, engine.dead_ranks))})"
+            elif engine.state is ClientState.STARTING:
+                reason += f" ({len(engine.registrations)} of {engine.balancer.count} ranks registered)"
         await send_json(send, 503, {"status": engine.state.value, "detail": reason})
 
 

@@ -158,20 +158,29 @@ def headless_engine_command(
     max_num_seqs: int | None = None,
     seed: int | None = 0,
     extra_args: Sequence[str] = (),
+    data_parallel_size: int = 1,
+    data_parallel_size_local: int | None = None,
+    data_parallel_start_rank: int = 0,
 ) -> list[str]:
-    """argv of a headless vLLM engine (DP rank 0) that connects to the handshake ROUTER at ``host:port``.
+    """argv of a headless vLLM engine group that connects to the handshake ROUTER at ``host:port``: DP
+    ranks ``data_parallel_start_rank .. + data_parallel_size_local - 1`` (default: all
+    ``data_parallel_size`` of them, from rank 0) of a ``data_parallel_size``-rank group, one engine core
+    process per rank, as ``vllm serve --headless -dp N -dpl K [-dpr R]`` starts them.
 
-    The process sends HELLO there, expects INIT naming the front's input ROUTER / output PULL, loads the
+    Each rank sends HELLO there, expects INIT naming the front's input ROUTER / output PULL, loads the
     model, then registers on the input socket and sends READY. No HTTP server is started.
     """
+    local = data_parallel_size if data_parallel_size_local is None else data_parallel_size_local
+    start = ["--data-parallel-start-rank", str(data_parallel_start_rank)] if data_parallel_start_rank else []
     py = str(python) if python is not None else str(find_engine_python())
     return [
         py,
         *_VLLM_CLI,
         str(model_dir),
         "--headless",
-        "--data-parallel-size", "1",
-        "--data-parallel-size-local", "1",
+        "--data-parallel-size", str(data_parallel_size),
+        "--data-parallel-size-local", str(local),
+        *start,
         "--data-parallel-address", host,
         "--data-parallel-rpc-port", str(port),
         *engine_args(

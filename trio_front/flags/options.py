@@ -187,6 +187,14 @@ def add_vllm_options(p: argparse.ArgumentParser) -> list[str]:
     add(g, "--sse-keep-alive-interval", "--keep-alive-interval", type=float, default=0, metavar="SECONDS",
         help="after this many idle seconds send an SSE comment on streams, a ping on WebSockets "
         "(default 0: off)")  # fmt: skip
+    g = p.add_argument_group("data parallelism (vLLM's flags)")
+    add(g, "--data-parallel-size", "-dp", type=_positive_int, default=1, metavar="N",
+        help="engine ranks in the data-parallel group: `run` handshakes with all N (local or on other "
+        "nodes) and balances requests over them; `serve` starts them (default 1)")  # fmt: skip
+    add(g, "--data-parallel-size-local", "-dpl", type=_optional(_positive_int), default=None, metavar="K",
+        help="`serve`: start only ranks 0..K-1 here; the others connect from other nodes with vllm serve "
+        "--headless -dp N -dpl K2 -dpr K --data-parallel-address HOST --data-parallel-rpc-port PORT "
+        "(default: all N here)")  # fmt: skip
     for dest in declared:  # a declaration that is not in the table would be mapped by nothing
         assert TABLE[dest].kind is Kind.HONOURED, dest
     return declared

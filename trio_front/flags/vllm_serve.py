@@ -204,6 +204,10 @@ def _keep_alive(value: Any) -> dict[str, Any]:
     return {"keep_alive_interval": seconds or None}
 
 
+def _opt_positive(value: Any) -> int | None:
+    return None if value is None else _positive(value)
+
+
 def _positive(value: Any) -> int:
     number = _int(value)
     if number < 1:
@@ -292,6 +296,9 @@ _HONOURED: list[Flag] = [
     Flag("enable_server_load_tracking", Kind.HONOURED, False, _field("enable_server_load_tracking", _bool)),
     Flag("sse_keep_alive_interval", Kind.HONOURED, 0, _keep_alive),
     Flag("stream_interval", Kind.HONOURED, 1, _field("stream_interval", _positive)),
+    # Data parallelism (engine/dp.py): the group's size, and how many ranks `serve` starts here.
+    Flag("data_parallel_size", Kind.HONOURED, 1, _field("data_parallel_size", _positive)),
+    Flag("data_parallel_size_local", Kind.HONOURED, None, _field("data_parallel_size_local", _opt_positive)),
     # Not parser dests: RustFrontendProcessManager adds them from VLLM_ENGINE_READY_TIMEOUT_S and
     # VLLM_HTTP_TIMEOUT_KEEP_ALIVE.
     Flag("engine_ready_timeout_secs", Kind.HONOURED, 600, _field("engine_ready_timeout", _non_negative)),
@@ -319,8 +326,11 @@ _REFUSED: list[Flag] = [
     _refused("grpc", False, "vLLM's gRPC server is not supported"),
     _refused("grpc_port", None, "the gRPC services are not supported"),
     _refused("api_server_count", None, "use trio-front run --workers", ok=_in(None, 1)),
-    _refused("data_parallel_size", 1, "data parallelism (several engines) is not supported yet", ok=_in(1)),
-    _refused("data_parallel_multi_port_external_lb", False, "data parallelism is not supported yet"),
+    _refused(
+        "data_parallel_multi_port_external_lb",
+        False,
+        "the multi-port external load balancer (vLLM's DP supervisor) is not supported",
+    ),
     _refused("tool_parser_plugin", "", "tool parser plugins are not supported", ok=_in("", None)),
     _refused("reasoning_parser_plugin", "", "reasoning parser plugins are not supported", ok=_in("", None)),
     _refused("tool_strict_level", "auto", "server-side tool strictness is not supported"),
@@ -450,7 +460,7 @@ distributed_executor_backend pipeline_parallel_size master_addr master_port nnod
 distributed_timeout_seconds cpu_distributed_timeout_seconds numa_bind numa_bind_nodes numa_bind_cpus
 device_ids tensor_parallel_size decode_context_parallel_size dcp_comm_backend dcp_q_replicate
 dcp_kv_cache_interleave_size cp_kv_cache_interleave_size prefill_context_parallel_size
-data_parallel_rank data_parallel_start_rank data_parallel_size_local data_parallel_address
+data_parallel_rank data_parallel_start_rank data_parallel_address
 data_parallel_rpc_port data_parallel_backend data_parallel_hybrid_lb data_parallel_external_lb
 enable_hc_sp enable_expert_parallel enable_batch_sharded_sampling enable_ep_weight_filter all2all_backend
 enable_dbo enable_shm_tensor_arena ubatch_size elastic_ep_max_dp_size dbo_decode_token_threshold
