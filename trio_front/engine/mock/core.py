@@ -394,7 +394,9 @@ class MockCore:
 
     def _scheduler_stats(self) -> dict[str, Any]:
         """vLLM's ``Scheduler.make_stats`` after this step (finished requests already freed): KV usage is
-        the blocks the running requests' tokens fill; prefix cache counts are deltas (never a hit here)."""
+        the blocks the running requests' tokens fill; prefix cache counts are deltas (never a hit here).
+        ``SchedulerStats`` is a dataclass, so the engine sends every key (the same in 0.32 and 0.33), and
+        vllm-rs refuses a map missing one."""
         block = self.config.block_size
         blocks = sum(-(-(len(g.prompt_ids) + g.position) // block) for g in self.running.values())
         queries, requests = self._prefix_queries, self._prefix_requests
@@ -403,9 +405,11 @@ class MockCore:
             "num_running_reqs": len(self.running),
             "num_waiting_reqs": len(self.waiting),
             "num_skipped_waiting_reqs": 0,
+            "num_kv_fetch_reqs_by_stage": {},
             "step_counter": self.stats["steps"],
             "current_wave": 0,
             "kv_cache_usage": min(1.0, blocks / self.config.num_gpu_blocks),
+            "iteration_details": None,
             "prefix_cache_stats": {
                 "reset": False,
                 "requests": requests,
@@ -414,7 +418,17 @@ class MockCore:
                 "preempted_requests": 0,
                 "preempted_queries": 0,
                 "preempted_hits": 0,
+                "hits_by_source": {},
             },
+            "connector_prefix_cache_stats": None,
+            "kv_cache_eviction_events": [],
+            "spec_decoding_stats": None,
+            "kv_connector_stats": None,
+            "ec_connector_stats": None,
+            "waiting_lora_adapters": {},
+            "running_lora_adapters": {},
+            "cudagraph_stats": None,
+            "perf_stats": None,
         }
 
     def _record_finish(
