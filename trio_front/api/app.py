@@ -24,6 +24,7 @@ import trio
 from trio_front.engine.client import EngineClient, EngineError
 
 from . import admin, chat, completions, lora, middleware, realtime, responses, scale_out, tokenize
+from .anthropic.messages import ROUTES as ANTHROPIC_ROUTES
 from .disconnect import ClientDisconnected, run_with_disconnect
 from .errors import APIError
 from .http import Headers, Receive, Scope, Send, read_body, send_error
@@ -58,6 +59,7 @@ class App:
             "/tokenize": tokenize.handle_tokenize,
             "/detokenize": tokenize.handle_detokenize,
             "/ping": _ping_post,
+            **ANTHROPIC_ROUTES,
         }
         if lora.runtime_updating_enabled():  # vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING gate
             self.post_routes.update(lora.ROUTES)
@@ -72,6 +74,7 @@ class App:
         #: POST routes whose requests in flight ``/load`` counts (with ``--enable-server-load-tracking``):
         #: the generate routes, as vLLM's ``load_aware_call`` decorates them.
         self.load_tracked: set[str] = {"/v1/completions", "/v1/chat/completions", "/v1/responses"}
+        self.load_tracked.add("/v1/messages")
         self.post_routes.update(scale_out.ROUTES)  # 403 without --enable-scale-out
         self.load_tracked |= scale_out.LOAD_TRACKED
         self.ws_routes: dict[str, WSHandler] = {

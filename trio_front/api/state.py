@@ -68,6 +68,9 @@ class ServerState:
     #: vLLM's ``--fingerprint-mode`` / ``--fingerprint-value`` (``serving/fingerprint.py``)
     fingerprint_mode: str = "full"
     fingerprint_value: str | None = None
+    #: ``--anthropic-disabled-thinking-effort``; ``auto`` is replaced by the template probe's answer
+    #: on first use (``api/anthropic/effort.py``)
+    anthropic_disabled_thinking_effort: str = "auto"
     _limits: ModelLimits | None = None
     _fingerprint: tuple[str | None] | None = None
 

@@ -13,6 +13,9 @@ Deliberate differences from vLLM:
 * the 401 is an OpenAI-style error (``{"error": {"message", "type", "param", "code"}}``, with
   ``WWW-Authenticate: Bearer``) rather than ``{"error": "Unauthorized"}``, so the openai SDK raises
   ``AuthenticationError`` with a message;
+* on Anthropic's ``/v1/messages...`` routes, ``x-api-key: <key>`` (Anthropic's header) is accepted as
+  well, and a refusal is in Anthropic's error shape (``authentication_error``); elsewhere only
+  ``Authorization`` counts, as vLLM;
 * a WebSocket may also carry its key as the subprotocol ``openai-insecure-api-key.<key>``, the form
   browsers use for OpenAI's Realtime API (they cannot set headers); it is refused before the upgrade with
   a real 401 response, so nothing of the socket's handler runs.
@@ -24,12 +27,15 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from secrets import compare_digest
 
+from ..anthropic.errors import AnthropicAPIError
 from ..errors import APIError
 from ..http import Receive, Scope, Send
 from .plumbing import first, refuse
 
 #: vLLM's ``GUARDED_PREFIX`` plus the tokenizer routes
 GUARDED_PREFIXES = ("/v1", "/v2", "/inference", "/cohere", "/tokenize", "/detokenize")
+#: Anthropic's Messages routes answer a refusal in Anthropic's error shape
+ANTHROPIC_PREFIX = "/v1/messages"
 #: the browser's way to send a key on a WebSocket (OpenAI's Realtime API)
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
 
@@ -76,14 +82,21 @@ class Auth:
         if found:
             await self.app(scope, receive, send)
             return
-        error = APIError(401, _WRONG if tokens else _MISSING, type="AuthenticationError")
+        message = _WRONG if tokens else _MISSING
+        if scope["path"].startswith(ANTHROPIC_PREFIX):  # the anthropic SDK's shape
+            error: APIError = AnthropicAPIError(401, message)
+        else:
+            error = APIError(401, message, type="AuthenticationError")
         await refuse(scope, receive, send, error, _CHALLENGE)
 
 
 def _tokens(scope: Scope) -> Iterator[str]:
-    """The keys a request presents: the ``Authorization`` header's bearer parameter (vLLM's parsing: the
-    first header, split at the first space, scheme compared case-insensitively), and on a WebSocket each
-    ``openai-insecure-api-key.<key>`` subprotocol."""
+    """The keys a request presents: ``x-api-key`` on the Anthropic routes, the ``Authorization`` header's
+    bearer parameter (vLLM's parsing: the first header, split at the first space, scheme compared
+    case-insensitively), and on a WebSocket each ``openai-insecure-api-key.<key>`` subprotocol."""
+    api_key = first(scope["headers"], b"x-api-key")  # Anthropic's header (its SDK sends only this one)
+    if api_key and scope["path"].startswith(ANTHROPIC_PREFIX):
+        yield api_key.decode("latin-1")
     value = first(scope["headers"], b"authorization")
     if value:
         scheme, _, param = value.decode("latin-1").partition(" ")
