@@ -20,7 +20,8 @@ Kinds of load:
   wait in an engine with ``max_num_seqs=1``); RSS at each level, then after closing them.
 
 Prompts are token ids (``"prompt": [ids]``), uniform in ``[4, vocab)``, from ``seed``: token-exact and
-identical for every frontend. Every request has ``stream``, ``ignore_eos``, ``temperature 0``, a fixed
+identical for every frontend; or (``prompt_kind``) text or chat messages built from such ids (W1t, W6).
+Every request has ``stream``, ``ignore_eos``, ``temperature 0``, a fixed
 ``max_tokens`` and ``stream_options.include_usage``.
 """
 
@@ -78,21 +79,57 @@ class LoadSpec:
     connect_parallel: int = 64
     watch: dict[str, int] = field(default_factory=dict)  # name -> root pid of a process tree
     tag: str = "bx"  # X-Request-Id prefix
+    #: ``ids``: ``"prompt": [token ids]``; ``text``: ``"prompt": "<text>"`` of ``prompt_len`` tokens;
+    #: ``chat``: ``"messages"`` of ``turns`` user/assistant pairs (``prompt_len`` content tokens in all),
+    #: posted to ``/v1/chat/completions``.
+    prompt_kind: str = "ids"
+    turns: int = 4
+    tokenizer_dir: str | None = None  # text/chat: the model directory whose tokenizer.json builds the text
 
 
 # ---------------------------------------------------------------------------------------------- payloads
 
 
+class TextMaker:
+    """Text of about ``n`` tokens from seeded random ids, as ``vllm bench serve``'s random dataset makes it:
+    decode random ids, re-encode, cut to ``n`` ids, decode again (so the text re-encodes to ~``n``)."""
+
+    def __init__(self, model_dir: str, vocab: int) -> None:
+        import tokenizers  # the frontend venv has it; only text/chat workloads need it
+
+        self.tok = tokenizers.Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+        self.vocab = min(vocab, self.tok.get_vocab_size(with_added_tokens=False))
+
+    def text(self, rng: random.Random, n: int) -> str:
+        ids = [rng.randrange(FIRST_ORDINARY_ID, self.vocab) for _ in range(n)]
+        again = self.tok.encode(self.tok.decode(ids), add_special_tokens=False).ids[:n]
+        return self.tok.decode(again)
+
+
+def _prompt_fields(spec: LoadSpec, rng: random.Random, maker: TextMaker | None) -> dict[str, Any]:
+    if spec.prompt_kind == "ids":
+        return {"prompt": [rng.randrange(FIRST_ORDINARY_ID, spec.vocab) for _ in range(spec.prompt_len)]}
+    assert maker is not None
+    if spec.prompt_kind == "text":
+        return {"prompt": maker.text(rng, spec.prompt_len)}
+    if spec.prompt_kind == "chat":
+        n_msgs = 2 * spec.turns - 1  # user, assistant, ..., user
+        per = max(1, spec.prompt_len // n_msgs)
+        roles = ["user" if k % 2 == 0 else "assistant" for k in range(n_msgs)]
+        return {"messages": [{"role": r, "content": maker.text(rng, per)} for r in roles]}
+    raise ValueError(f"unknown prompt_kind {spec.prompt_kind!r}")
+
+
 def make_payloads(spec: LoadSpec, model: str, n: int, seed: int, tag: str) -> tuple[list[bytes], list[str]]:
     """``n`` ready-to-send requests (head + body) and their X-Request-Id values."""
     rng = random.Random(seed)
+    maker = TextMaker(spec.tokenizer_dir or "", spec.vocab) if spec.prompt_kind != "ids" else None
     out, xids = [], []
     for i in range(n):
-        ids = [rng.randrange(FIRST_ORDINARY_ID, spec.vocab) for _ in range(spec.prompt_len)]
         body = json.dumps(
             {
                 "model": model,
-                "prompt": ids,
+                **_prompt_fields(spec, rng, maker),
                 "max_tokens": spec.max_tokens,
                 "stream": True,
                 "temperature": 0.0,

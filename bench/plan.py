@@ -1,7 +1,8 @@
 """The workloads (W1–W5): load-generator specs per engine and mode (full or ``--quick``).
 
 Each :class:`Workload` becomes one load-generator process against a running (frontend, engine) pair.
-W1/W2 run on both engines; W3–W5 stress only the frontend and need the mock engine (W3 its event log,
+W1/W2 (W1t, W6: text and chat prompts; VB*: ``vllm bench serve`` as the load generator) run on both
+engines; W3–W5 stress only the frontend and need the mock engine (W3 its event log,
 W5 its ``max_num_seqs=1`` queue), so they run on the mock only.
 
 Workloads run in pair *groups*, each group on its own fresh pairs: ``main`` (W1, W2, W3), ``mem`` (W4:
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.peers import EngineConfig
+from trio_front.engine.launch import TINY_MODEL_DIR
 
 #: Engine flags for every W1–W4 pair (both engines, all frontends).
 MAX_NUM_SEQS = 256
@@ -45,6 +47,29 @@ def workloads(engine: str, quick: bool) -> list[Workload]:
             "W1", "W1", "preprocess-heavy: 1024-token prompts, 1 output token, concurrency 64",
             {"kind": "stream", "prompt_len": 1024, "max_tokens": 1, "concurrency": 64,
              "num_requests": w1_n, "warmup_requests": 32 if q else 64, "seed": 11},
+        ),
+        Workload(
+            "W1t", "W1T", "text prompts: 1024-token text completions, 1 output token, concurrency 64",
+            {"kind": "stream", "prompt_kind": "text", "prompt_len": 1024, "max_tokens": 1, "concurrency": 64,
+             "num_requests": w1_n, "warmup_requests": 32 if q else 64, "seed": 12,
+             "tokenizer_dir": str(TINY_MODEL_DIR)},
+        ),
+        Workload(
+            "W6", "W6", "chat, templated: 4-turn conversations of ~1.9k tokens, 16 out, concurrency 64",
+            {"kind": "stream", "prompt_kind": "chat", "path": "/v1/chat/completions", "turns": 4,
+             "prompt_len": 1900, "max_tokens": 16, "concurrency": 64,
+             "num_requests": (64 if q else 200) if engine == "real" else (1000 if q else 3000),
+             "warmup_requests": 32 if q else 64, "seed": 61, "tokenizer_dir": str(TINY_MODEL_DIR)},
+        ),
+        Workload(
+            "VB1t", "VB", "vllm bench serve: W1t's shape (random text, 1024 in, 1 out, c=64)",
+            {"kind": "vllm-bench", "prompt_len": 1024, "max_tokens": 1, "concurrency": 64,
+             "num_requests": (128 if q else 400) if engine == "real" else (1000 if q else 4000), "seed": 13},
+        ),
+        Workload(
+            "VB2", "VB", "vllm bench serve: W2's shape (random text, 32 in, 128 out, c=256)",
+            {"kind": "vllm-bench", "prompt_len": 32, "max_tokens": 128, "concurrency": 256,
+             "num_requests": 512 if q else 1024, "seed": 23},
         ),
         Workload(
             "W2c256", "W2", "decode-streaming: 32 in, 128 out, concurrency 256",

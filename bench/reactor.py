@@ -60,6 +60,14 @@ def _is_error(p: bytes) -> bool:
     return p.startswith(b'{"error"') or b'"object":"error"' in p[:64] or b'"object": "error"' in p[:64]
 
 
+def _is_empty(p: bytes) -> bool:
+    """No text in the chunk: ``"text":""`` (completions), or a chat delta without content or with ``""``
+    (the role chunk, a bare finish chunk)."""
+    if b'"text":""' in p or b'"text": ""' in p or b'"content":""' in p or b'"content": ""' in p:
+        return True
+    return (b'"delta":{' in p or b'"delta": {' in p) and b'"content"' not in p
+
+
 def _has_finish(p: bytes) -> bool:
     return b'"finish_reason":"' in p or b'"finish_reason": "' in p
 
@@ -67,7 +75,8 @@ def _has_finish(p: bytes) -> bool:
 def consume(rec: Rec, payloads: list[bytes], now: float, gaps: list[float], close_after: int) -> bool:
     """Account SSE payloads received at *now*; True once *close_after* token events were seen.
 
-    A token event is a chunk with a non-empty ``choices`` and non-empty ``text`` (or, before any token
+    A token event is a chunk with a non-empty ``choices`` and non-empty ``text`` (chat: ``delta.content``;
+    the role-only first chunk is not one) (or, before any token
     event, an empty-text chunk with a ``finish_reason``: a 1-token output whose text is held back
     by the detokenizer, e.g. half of a UTF-8 character); the usage-only chunk
     gives ``completion_tokens``; ``[DONE]`` marks a complete stream; error objects are recorded.
@@ -83,7 +92,7 @@ def consume(rec: Rec, payloads: list[bytes], now: float, gaps: list[float], clos
             rec.tokens = (json.loads(p).get("usage") or {}).get("completion_tokens")
         if b'"choices":[]' in p or b'"choices": []' in p:
             continue  # usage-only
-        if (b'"text":""' in p or b'"text": ""' in p) and (rec.ttft is not None or not _has_finish(p)):
+        if _is_empty(p) and (rec.ttft is not None or not _has_finish(p)):
             continue  # empty text (e.g. a separate finish chunk), unless it is the only, final chunk
         if rec.ttft is None:
             rec.ttft = now - rec.start  # type: ignore[operator]

@@ -77,6 +77,27 @@ METRICS: dict[str, list[tuple[str, Getter, bool]]] = {
         ("other procs CPU s", _g("other_cpu_s"), True),
         ("failed", _g("failed"), True),
     ],
+    "VB": [
+        ("req/s", _g("req_per_s"), False),
+        ("output tok/s", _g("output_tok_per_s"), False),
+        ("TTFT p50 ms", _g("ttft_ms", "p50"), True),
+        ("TTFT p99 ms", _g("ttft_ms", "p99"), True),
+        ("ITL p50 ms", _g("itl_ms", "p50"), True),
+        ("front CPU ms/req", _g("front_cpu_ms_per_req"), True),
+        ("client wall s", _g("client_wall_s"), True),
+        ("failed", _g("failed"), True),
+    ],
+    "W6": [
+        ("req/s", _g("req_per_s"), False),
+        ("TTFT p50 ms", _g("ttft_ms", "p50"), True),
+        ("TTFT p99 ms", _g("ttft_ms", "p99"), True),
+        ("ITL p50 ms", _g("itl_ms", "p50"), True),
+        ("front CPU ms/req", _g("front_cpu_ms_per_req"), True),
+        ("front CPU µs/token", _g("front_cpu_us_per_token"), True),
+        ("front RSS MB", _rss_after, True),
+        ("other procs CPU s", _g("other_cpu_s"), True),
+        ("failed", _g("failed"), True),
+    ],
     "W3": [
         ("abort p50 ms", _g("aborts", "abort_latency_ms", "p50"), True),
         ("abort p99 ms", _g("aborts", "abort_latency_ms", "p99"), True),
@@ -106,6 +127,7 @@ METRICS: dict[str, list[tuple[str, Getter, bool]]] = {
 
 
 def family(key: str) -> str:
+    """The metrics family of a result key: W1t is a W1, W2c256 a W2, VB1t a VB."""
     return key[:2]
 
 
@@ -232,6 +254,21 @@ def targets(slots: list[dict[str, Any]]) -> list[str]:
                 f"{engine} {key}: CPU/req trio-front / vllm-rs ≤ 1.5",
                 m(engine, key, SUBJECT, cpu), m(engine, key, "vllm-rs", cpu), 1.5, True,
             )  # fmt: skip
+    for key in ("W1t", "VB1t", "VB2", "W6"):
+        ratio_row(
+            f"mock {key}: CPU/req trio-front / vllm-py ≤ {0.4 if key == 'VB2' else 0.45}",
+            m("mock", key, SUBJECT, cpu), m("mock", key, "vllm-py", cpu), 0.4 if key == "VB2" else 0.45, True,
+        )  # fmt: skip
+    for key in ("W1t", "VB1t"):
+        ratio_row(
+            f"mock {key}: req/s trio-front / vllm-py ≥ 1.5",
+            m("mock", key, SUBJECT, _g("req_per_s")), m("mock", key, "vllm-py", _g("req_per_s")), 1.5, False,
+        )  # fmt: skip
+    ratio_row(
+        "mock VB2: TTFT p50 trio-front / vllm-py ≤ 0.5",
+        m("mock", "VB2", SUBJECT, _g("ttft_ms", "p50")), m("mock", "VB2", "vllm-py", _g("ttft_ms", "p50")),
+        0.5, True,
+    )  # fmt: skip
     ratio_row(
         "mock W1: req/s trio-front / vllm-py ≥ 1.5",
         m("mock", "W1", SUBJECT, _g("req_per_s")), m("mock", "W1", "vllm-py", _g("req_per_s")), 1.5, False,

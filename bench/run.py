@@ -25,7 +25,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import enginelog, peers, plan, procstat, report
+from bench import enginelog, peers, plan, procstat, report, vllmbench
 
 RESULTS = peers.REPO / "bench" / "results"
 LOADGEN = peers.REPO / "bench" / "loadgen.py"
@@ -78,12 +78,14 @@ def derive(res: dict[str, Any], wl: plan.Workload, pair: peers.Pair) -> None:
         ours = sum(t["cpu_s"] for t in trees.values()) + m.get("client_cpu_s", 0.0)
         res["other_cpu_s"] = round(max(0.0, m["machine_busy_s"] - ours), 2)
     ok = res.get("ok") or res.get("closed_by_client") or 0
-    if wl.family in ("W1", "W2", "W3") and ok:
+    if wl.spec.get("kind") == "vllm-bench":
+        return  # its figures come from vllmbench.run
+    if report.family(wl.key) in ("W1", "W2", "W3", "W6") and ok:
         for name in ("front", "engine"):
             if name in trees:
                 res[f"{name}_cpu_ms_per_req"] = round(trees[name]["cpu_s"] * 1000.0 / ok, 3)
         res["client_cpu_ms_per_req"] = round(m.get("client_cpu_s", 0.0) * 1000.0 / ok, 3)
-    if wl.family == "W2" and res.get("output_tokens") and "front" in trees:
+    if report.family(wl.key) in ("W2", "W6") and res.get("output_tokens") and "front" in trees:
         res["front_cpu_us_per_token"] = round(trees["front"]["cpu_s"] * 1e6 / res["output_tokens"], 2)
     if pair.event_log is not None and pair.event_log.exists() and "phase_start_t" in res:
         if wl.grace_s:
@@ -134,7 +136,13 @@ def run_pair(
         for wl in wls:
             spec = {**wl.spec, "port": pair.http_port, "model": pair.model_id, "watch": pair.pids()}
             timeout = 1800.0
-            res = run_loadgen(spec, raw_dir / name, wl.key, timeout)
+            if wl.spec["kind"] == "vllm-bench":
+                res = vllmbench.run(
+                    wl.spec, pair.http_port, pair.model_id or "", pair.pids(),
+                    slot["front_idle_cpu_ms_per_s"], raw_dir / name, wl.key, timeout,
+                )  # fmt: skip
+            else:
+                res = run_loadgen(spec, raw_dir / name, wl.key, timeout)
             if "error" not in res:
                 derive(res, wl, pair)
             slot["workloads"][wl.key] = res
@@ -162,7 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(peers.FRONTENDS),
         help="comma list (default all three; trio-front-wN: N workers)",
     )
-    ap.add_argument("--workloads", default="W1,W2,W3,W4,W5", help="comma list of W1..W5 (default all)")
+    ap.add_argument(
+        "--workloads",
+        default="W1,W1T,W6,VB,W2,W3,W4,W5",
+        help="comma list of W1, W1T, W6, VB (vllm bench serve), W2..W5 (default all)",
+    )
     ap.add_argument("--quick", action="store_true", help="fewer requests, one round: a smoke run of minutes")
     ap.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 2, --quick 1)")
     ap.add_argument("--tag", default="", help="suffix for the results file name")
