@@ -9,6 +9,7 @@ the client's in-flight counts are empty at the end.
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -196,3 +197,35 @@ def test_balancer_score_follows_snapshot_and_kv_pressure() -> None:
     assert node.index_of(3) == 1 and node.index_of(0) is None
     with pytest.raises(RankRangeError, match=r"out of range \[0, 2\)"):
         node.pick(2)
+
+
+async def test_abort_figures_under_mixed_load() -> None:
+    """100 streams over both ranks, every other one left after a seeded number of deltas: the aborts each
+    rank received are exactly the ones sent to it, and no rank saw an abort for a request it did not hold."""
+    rng = random.Random(14)
+    async with dp_group() as (client, engines):
+        sent: dict[int, set[str]] = {0: set(), 1: set()}
+
+        async def one(i: int) -> None:
+            leave_after = rng.randint(1, 5) if i % 2 else None
+            async with client.generate([2, i % 50 + 3], LONG if leave_after else SHORT) as stream:
+                seen = 0
+                async for _ in stream:
+                    seen += 1
+                    if leave_after is not None and seen >= leave_after:
+                        sent[stream.engine].add(stream.request_id)
+                        break
+
+        async with trio.open_nursery() as nursery:
+            for i in range(100):
+                nursery.start_soon(one, i)
+        with trio.fail_after(5):
+            for rank, engine in enumerate(engines):
+                await engine.log.wait_for("abort", count=len(sent[rank]))
+        received = {r: {e["request_id"] for e in engines[r].events if e["event"] == "abort"} for r in (0, 1)}
+        counts = [len(sent[r]) for r in (0, 1)], [len(received[r]) for r in (0, 1)]
+        print("aborts sent per rank {}, received {}".format(*counts))
+        assert received == sent and sum(map(len, sent.values())) == 50
+        assert not any(e["event"] == "abort_unknown" for engine in engines for e in engine.events)
+        await trio.sleep(0.05)
+        assert_no_leak(client, engines)
