@@ -120,8 +120,9 @@ def test_wire_array_inline_and_aux() -> None:
 def test_engine_version_check() -> None:
     wire.check_engine_version("0.32.0")
     wire.check_engine_version("0.32.1+cpu")
-    with pytest.raises(wire.UnsupportedEngineVersion, match="0.33.0"):
-        wire.check_engine_version("0.33.0")
+    assert wire.check_engine_version("0.33.0") is wire.WireVersion.V0_33
+    with pytest.raises(wire.UnsupportedEngineVersion, match="0.34.0"):
+        wire.check_engine_version("0.34.0")
 
 
 def test_frames() -> None:

@@ -304,8 +304,8 @@ async def _complete(
 
     try:
         await drive(generations, on_chunk)
-    except GenerationError:
-        raise engine_failure(setups[0].constraint) from None
+    except GenerationError as exc:
+        raise engine_failure(setups[0].constraint, error=exc.error) from None
     as_ids = state.tokens_as_ids(req.return_tokens_as_token_ids)
     choices = []
     for index, (gen, setup, out) in enumerate(zip(generations, setups, outs, strict=True)):
@@ -465,8 +465,8 @@ async def _stream(
 
     try:
         await drive(generations, on_chunk, keep_alive=state.keep_alive_interval, on_idle=sse.keep_alive)
-    except GenerationError:
-        await sse.event(engine_failure(setups[0].constraint).body())
+    except GenerationError as exc:
+        await sse.event(engine_failure(setups[0].constraint, error=exc.error).body())
     except EngineError as exc:
         await sse.event(APIError(503, str(exc)).body())
     for gen, out in zip(generations, outs, strict=True):

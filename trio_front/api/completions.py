@@ -261,8 +261,8 @@ async def _complete(
 
     try:
         await drive(generations, on_chunk)
-    except GenerationError:
-        raise engine_failure(generations[0].params.structured_outputs) from None
+    except GenerationError as exc:
+        raise engine_failure(generations[0].params.structured_outputs, error=exc.error) from None
     tok = state.tokenizer
     as_ids = state.tokens_as_ids(req.return_tokens_as_token_ids)
     no_generation = _echo_without_generation(req)
@@ -420,8 +420,8 @@ async def _stream(
     await sse.start()
     try:
         await drive(generations, on_chunk, keep_alive=state.keep_alive_interval, on_idle=sse.keep_alive)
-    except GenerationError:
-        await sse.event(engine_failure(generations[0].params.structured_outputs).body())
+    except GenerationError as exc:
+        await sse.event(engine_failure(generations[0].params.structured_outputs, error=exc.error).body())
     except EngineError as exc:  # the engine died mid-stream: tell the client in-band, as vLLM does
         await sse.event(APIError(503, str(exc)).body())
     if usage_wanted:

@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from trio_front.assistant import AssistantConfig
+from trio_front.engine import wire
 from trio_front.engine.client import ClientState, EngineClient
 from trio_front.serving.fingerprint import system_fingerprint
 from trio_front.serving.params import ModelLimits, ParamError
@@ -228,10 +229,16 @@ def param_error(exc: ParamError) -> APIError:
     return APIError(400, str(exc), param=exc.param)
 
 
-def engine_failure(constraint: object | None, param: str = "response_format") -> APIError:
-    """The engine finished a request with an error. With a structured-output constraint that is the
-    constraint's fault (the engine could not compile or follow it; it keeps serving): a 400. Otherwise
-    a 500. The engine does not say why on the wire; its log does."""
+def engine_failure(
+    constraint: object | None, param: str = "response_format", error: wire.RequestError | None = None
+) -> APIError:
+    """The engine finished a request with an error. A vLLM 0.33 engine may say why (*error*): answered
+    with vLLM's status for it (400 validation, 503 retryable such as ``engine_paused``, else 500) and its
+    message. Otherwise, with a structured-output constraint that is the constraint's fault (the engine
+    could not compile or follow it; it keeps serving): a 400; else a 500 (the engine log says why)."""
+    if error is not None:
+        invalid = error.code == wire.RequestError.VALIDATION_ERROR and constraint is not None
+        return APIError(error.http_status, error.message, param=param if invalid else None)
     if constraint is not None:
         return APIError(
             400,

@@ -148,6 +148,9 @@ class RequestDelta:
     #: The prompt's logprobs, on the first delta only (when the request asked for them).
     prompt_logprobs: wire.PromptLogprobs | None = None
     steps: int = 1
+    #: Why the engine failed the request (finish_reason ERROR), when it said: vLLM 0.33's ``error``
+    #: (``engine_paused``, ``validation_error``...); always None from a 0.32 engine.
+    error: wire.RequestError | None = None
 
     @property
     def finished(self) -> bool:
@@ -168,6 +171,7 @@ class RequestDelta:
             self.prompt_logprobs = later.prompt_logprobs
         self.finish_reason = later.finish_reason
         self.stop_reason = later.stop_reason
+        self.error = later.error
         self.steps += later.steps
 
 
@@ -342,6 +346,7 @@ def _delta(out: wire.EngineCoreOutput, finish: int | None, aux: list[bytes] | No
         prompt_logprobs=None
         if out.new_prompt_logprobs_tensors is None
         else wire.decode_prompt_logprobs(out.new_prompt_logprobs_tensors, aux),
+        error=None if finish is None else out.error,
     )
 
 
@@ -374,6 +379,9 @@ class EngineClient:
         self.config = config
         self.state = ClientState.STARTING
         self.registration: wire.EngineRegistration | None = None
+        #: The engines' wire layout, from the first registration (every rank must report the same).
+        self.wire_version: wire.WireVersion | None = None
+        self._decode_outputs = wire.WireVersion.DEFAULT.decode_outputs
         self.error: BaseException | None = None
         self.bound_pair: tuple[str, str] | None = None
         self._ctx = zmq_context or zmq.Context.instance()
@@ -542,15 +550,26 @@ class EngineClient:
                 )
                 continue
             try:
-                wire.check_engine_version(registration.vllm_version)
+                version = wire.WireVersion.from_version(registration.vllm_version)
             except wire.UnsupportedEngineVersion:
                 if not self.config.allow_version_mismatch:
                     self._die(EngineDeadError(f"unsupported engine: vLLM {registration.vllm_version}"))
                     raise
                 log.warning(
-                    "engine reports vLLM %s; continuing because the version check is disabled",
+                    "engine reports vLLM %s; continuing with the %s layout because the version check is "
+                    "disabled",
                     registration.vllm_version,
+                    wire.WireVersion.DEFAULT.minor,
                 )
+                version = wire.WireVersion.DEFAULT
+            if self.wire_version is not None and version is not self.wire_version:
+                mixed = wire.UnsupportedEngineVersion(
+                    f"engine rank {rank} reports vLLM {registration.vllm_version}, the ranks before it "
+                    f"{self.wire_version.minor}.x: all ranks must run the same vLLM release"
+                )
+                self._die(EngineDeadError(str(mixed)))
+                raise mixed
+            self.wire_version, self._decode_outputs = version, version.decode_outputs
             self.registrations[rank] = registration
             if self.data_parallel:
                 log.info(
@@ -635,8 +654,8 @@ class EngineClient:
             del self._streams[request_id]
             balancer.done(index)
             raise
-        if coordinator is not None:
-            coordinator.first_request(identity)
+        if coordinator is not None and (self.wire_version or wire.WireVersion.DEFAULT).notifies_first_request:
+            coordinator.first_request(identity)  # 0.33 dropped FIRST_REQ: only engines start waves
         self.stats["submitted"] += 1
         metrics = self.metrics
         if metrics is not None:
@@ -796,7 +815,7 @@ class EngineClient:
                         return
                     continue  # keep reading: the probe naming the dead rank needs the others' replies
                 try:
-                    outputs = wire.decode_outputs(frames[0])
+                    outputs = self._decode_outputs(frames[0])
                 except Exception as exc:  # a frame we cannot read means we no longer know the state
                     self._die(EngineDeadError(f"undecodable engine output: {exc}"))
                     return

@@ -28,7 +28,12 @@ from trio_front.text.tokenizer import Tokenizer
 
 
 class GenerationError(Exception):
-    """The engine failed this request (finish_reason ERROR)."""
+    """The engine failed this request (finish_reason ERROR). ``error`` is the reason a vLLM 0.33 engine
+    sent with it (``engine_paused``: retry later; ``validation_error``: the request's fault), else None."""
+
+    def __init__(self, message: str, error: wire.RequestError | None = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 @attrs.define(slots=True)
@@ -168,7 +173,9 @@ class Generation:
         reason = delta.finish_reason
         if reason is wire.FinishReason.ERROR:
             self.finish_reason = "error"
-            raise GenerationError("the engine failed to process this request")
+            error = delta.error
+            message = error.message if error else "the engine failed to process this request"
+            raise GenerationError(message, error)
         if delta.prompt_logprobs is not None:
             self.prompt_logprobs = delta.prompt_logprobs
         ids = delta.token_ids
