@@ -262,14 +262,18 @@ async def test_dropin_enforces_vllm_api_key(directory: Path, procs: list[Supervi
 
 
 async def test_dropin_refuses_what_it_cannot_honour(directory: Path, procs: list[Supervisor]) -> None:
-    """DP > 1 in the argv and an unsupported flag in the JSON: non-zero exit, one stderr line naming both,
-    before any engine is waited for."""
-    sup = await launch(directory, {"tool_parser_plugin": "/x/plugin.py"}, argv={"--data-parallel-size": "2"})
+    """An engine range outside the DP size in the argv and an unsupported flag in the JSON: non-zero exit,
+    one stderr line naming both, before any engine is waited for."""
+    sup = await launch(
+        directory,
+        {"tool_parser_plugin": "/x/plugin.py"},
+        argv={"--data-parallel-size": "2", "--engine-count": "3"},
+    )
     procs.append(sup)
     assert await sup.wait_exit(timeout=30) != 0
     errors = [line for line in sup.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1, sup.stderr
-    assert "--data-parallel-size" in errors[0] and "--tool-parser-plugin" in errors[0], errors
+    assert "--engine-start-index" in errors[0] and "--tool-parser-plugin" in errors[0], errors
 
 
 async def test_dropin_exits_non_zero_when_no_engine_registers(

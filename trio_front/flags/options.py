@@ -171,6 +171,9 @@ def add_vllm_options(p: argparse.ArgumentParser) -> list[str]:
         help="logprobs name tokens 'token_id:N' unless a request says otherwise")  # fmt: skip
     add(g, "--enable-force-include-usage", action=BOOL, default=False,
         help="usage on every stream, as if each request set stream_options.include_usage")  # fmt: skip
+    add(g, "--anthropic-disabled-thinking-effort", choices=("auto", "none", "low", "medium", "high", "xhigh",
+        "max"), default="auto", help="/v1/messages thinking.type=disabled -> this reasoning_effort (auto: "
+        "probe the chat template, as vLLM)")  # fmt: skip
     add(g, "--fingerprint-mode", choices=("full", "hash", "custom", "none"), default="full",
         help="system_fingerprint: full = vllm-<version>[-tpN...]-<hash8> of the model and engine, hash = "
         "without parallelism, custom = --fingerprint-value, none = null (default full)")  # fmt: skip

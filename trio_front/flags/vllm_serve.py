@@ -108,6 +108,15 @@ def _fingerprint_mode(value: Any) -> str:
     return value
 
 
+_EFFORTS = ("auto", "none", "low", "medium", "high", "xhigh", "max")
+
+
+def _disabled_thinking_effort(value: Any) -> str:
+    if value not in _EFFORTS:
+        raise ValueError(f"expected one of {', '.join(_EFFORTS)}, got {value!r}")
+    return value
+
+
 def _opt_object(value: Any) -> dict[str, Any] | None:
     if isinstance(value, str):  # the argparse form
         value = json.loads(value)
@@ -360,12 +369,12 @@ _REFUSED: list[Flag] = [
         None,
         _field("default_chat_template_kwargs", _opt_object),
     ),
-    # /v1/messages' thinking.disabled effort: FrontendConfig.anthropic_disabled_thinking_effort takes it,
-    # but `trio-front run` has no such option yet, so only vLLM's default (the template probe) is served.
-    _refused(
+    # /v1/messages' thinking.type=disabled -> this reasoning_effort (auto: vLLM's chat-template probe)
+    Flag(
         "anthropic_disabled_thinking_effort",
+        Kind.HONOURED,
         "auto",
-        "not an option of `trio-front run` yet (the chat-template probe, 'auto', is what is served)",
+        _field("anthropic_disabled_thinking_effort", _disabled_thinking_effort),
     ),
     _refused("cohere_format", "cmd4", "Cohere prompt formats are not supported"),
     Flag("return_tokens_as_token_ids", Kind.HONOURED, False, _field("return_tokens_as_token_ids", _bool)),
