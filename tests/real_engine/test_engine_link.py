@@ -107,6 +107,7 @@ def test_100_of_200_aborted_mid_generation_while_the_rest_complete(portal: Porta
     client, _ = engine_first
     completed: list[int] = []
     aborted: list[str] = []
+    finished_first: list[str] = []
 
     async def one(i: int) -> None:
         async with client.generate([1, 100 + i, 200 + i], greedy(48), id_prefix=f"r{i}") as stream:
@@ -114,7 +115,9 @@ def test_100_of_200_aborted_mid_generation_while_the_rest_complete(portal: Porta
             async for delta in stream:
                 count += len(delta.token_ids)
                 if i % 2 and count >= 1 + i % 7:
-                    aborted.append(stream.request_id)
+                    # On a loaded machine the engine may finish a request before its consumer runs (all
+                    # 48 tokens in one coalesced delta): then there is nothing to abort.
+                    (aborted if stream.registered else finished_first).append(stream.request_id)
                     return  # leaving the block early aborts the engine request
             completed.append(count)
 
@@ -134,7 +137,8 @@ def test_100_of_200_aborted_mid_generation_while_the_rest_complete(portal: Porta
 
     before = client.stats["aborted"]
     portal.run(scenario)
-    assert len(aborted) == 100 and client.stats["aborted"] - before == 100
+    assert len(aborted) + len(finished_first) == 100 and len(aborted) >= 90
+    assert client.stats["aborted"] - before == len(aborted)
     assert completed == [48] * 100
     assert client.open_requests == 0
 

@@ -164,8 +164,8 @@ def test_abort_requests_ends_the_stream_as_vllms_does(pair: tuple[str, str]) -> 
         "sampling_params": {"max_tokens": 1500, "ignore_eos": True},
         "stream": True,
     }
-    last = []
-    for root in pair:
+
+    def aborted_final(root: str) -> dict:
         with httpx.Client(timeout=60) as client:
             with client.stream(
                 "POST", root + "/inference/v1/generate", json={**body, "request_id": "ab"}
@@ -181,5 +181,14 @@ def test_abort_requests_ends_the_stream_as_vllms_does(pair: tuple[str, str]) -> 
         final = orjson.loads(events[-2])
         spans = final["choices"][0].pop("weight_versions")
         assert [s["version"] for s in spans] == ["default"] and spans[0]["start"] == 0
-        last.append(final)
-    assert last[0] == last[1]  # {"finish_reason": "abort", "token_ids": [], ...} on both
+        return final
+
+    ours = aborted_final(pair[0])
+    assert ours["choices"][0]["finish_reason"] == "abort"
+    # vLLM's abort can lose the race with its own 1500-token generation on a loaded 2-core machine (seen
+    # in CI: "length" with the last token): the reference is the run where its abort arrived in time.
+    for _ in range(3):
+        theirs = aborted_final(pair[1])
+        if theirs["choices"][0]["finish_reason"] == "abort":
+            break
+    assert ours == theirs  # {"finish_reason": "abort", "token_ids": [], ...} on both
