@@ -64,13 +64,16 @@ def _prefixes(rid: str) -> Iterator[str]:
         yield "-".join(parts[:i])
 
 
-def analyze_aborts(events: list[dict[str, Any]], closed: list[dict[str, Any]], tag: str) -> dict[str, Any]:
+def analyze_aborts(
+    events: list[dict[str, Any]], closed: list[dict[str, Any]], tag: str, *, spans: bool = False
+) -> dict[str, Any]:
     """W3: for each request the client closed, the engine's ABORT receipt time minus the close time.
 
     ``closed`` items: ``{"xid", "id", "close_t"}``. ``events`` should span the phase plus a grace period.
     Classes: aborted (latency recorded), ran to completion after the client left (a non-abort finish
     after ``close_t``), finished before the close, engine-side abort finish, leaked (added, never finished
-    nor aborted), unmatched (no ``add`` found for the request).
+    nor aborted), unmatched (no ``add`` found for the request). With *spans*, ``abort_spans`` lists each
+    aborted request's ``[close_t, receipt_t]`` (for tracing stalls: ``bench/abort_stall.py``).
     """
     xid_re = re.compile(re.escape(tag) + r"\d{6}")
     adds: dict[str, dict[str, Any]] = {}
@@ -96,6 +99,7 @@ def analyze_aborts(events: list[dict[str, Any]], closed: list[dict[str, Any]], t
         elif name == "abort_unknown":
             abort_unknown += 1
     latencies: list[float] = []
+    pairs: list[list[float]] = []
     classes = {
         "aborted": 0,
         "ran_to_completion_after_close": 0,
@@ -115,6 +119,7 @@ def analyze_aborts(events: list[dict[str, Any]], closed: list[dict[str, Any]], t
         if ab is not None:
             classes["aborted"] += 1
             latencies.append(ab["t"] - c["close_t"])
+            pairs.append([c["close_t"], ab["t"]])
         elif fin is not None:
             reason = str(fin.get("reason")).lower()
             if "abort" in reason:
@@ -126,7 +131,9 @@ def analyze_aborts(events: list[dict[str, Any]], closed: list[dict[str, Any]], t
         else:
             classes["leaked"] += 1
     lat_ms = [x * 1000.0 for x in latencies]
+    extra = {"abort_spans": pairs} if spans else {}
     return {
+        **extra,
         "closed_by_client": len(closed),
         **classes,
         "adds_in_window_not_closed_by_client": len(set(adds) - matched),

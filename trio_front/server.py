@@ -23,6 +23,7 @@ import attrs
 import hypercorn.trio
 import trio
 
+from trio_front import gc_heap
 from trio_front.api import middleware
 from trio_front.api.app import App
 from trio_front.api.errors import APIError
@@ -327,6 +328,7 @@ async def serve_frontend(
     closes with 1001 (going away). ``serve``'s engine is stopped only after that, and the whole exit is
     bounded: vLLM's supervisor kills its frontend ``max(shutdown_timeout, 5)`` seconds after SIGTERM.
     """
+    gc_heap.install_trace_from_env()
     app = build_app(config)
     if supervise is not None and config.data_parallel_size > 1:  # `serve -dp N`: the engine starts the ranks
         supervise = attrs.evolve(
@@ -509,6 +511,8 @@ async def _report_ready(engine: EngineClient, binds: list[str]) -> None:
         await engine.wait_ready()
     except Exception:
         return
+    # What exists now lives as long as the process: out of the cyclic collector's walks (gc_heap.py).
+    gc_heap.freeze_startup_heap()
     url = binds[0] if binds else ""
     curl = f"curl {url}"
     if "://unix:" in url:  # hypercorn's name for a Unix socket bind: curl needs the path apart
