@@ -11,7 +11,12 @@ import pytest
 import trio
 
 from trio_front.text import tokenizer as tokenizer_module
-from trio_front.text.tokenizer import INLINE_ENCODE_MAX_CHARS, Tokenizer
+from trio_front.text.tokenizer import FAST_INLINE_ENCODE_MAX_CHARS, Tokenizer
+
+
+def test_fastokens_encodes_the_bundled_model_inline_up_to_its_bound(tokenizer: Tokenizer) -> None:
+    assert tokenizer.encoder is not tokenizer.backend
+    assert tokenizer.inline_max_chars == FAST_INLINE_ENCODE_MAX_CHARS
 
 
 def test_special_ids(tokenizer: Tokenizer) -> None:
@@ -41,13 +46,13 @@ async def test_encode_async_short_is_inline(tokenizer: Tokenizer, monkeypatch: p
         raise AssertionError("short texts must not hop to a thread")
 
     monkeypatch.setattr(trio.to_thread, "run_sync", no_threads)
-    text = "x" * INLINE_ENCODE_MAX_CHARS
+    text = "x" * tokenizer.inline_max_chars
     assert await tokenizer.encode_async(text, add_special_tokens=True) == tokenizer.encode(text)
 
 
 async def test_encode_async_long_uses_thread(tokenizer: Tokenizer) -> None:
-    text = "def f(x):\n    return x + 1  # héllo 🙂\n" * 100
-    assert len(text) > INLINE_ENCODE_MAX_CHARS
+    text = "def f(x):\n    return x + 1  # héllo 🙂\n" * 1000
+    assert len(text) > tokenizer.inline_max_chars
     for special in (True, False):
         assert await tokenizer.encode_async(text, add_special_tokens=special) == tokenizer.encode(
             text, special
@@ -76,10 +81,10 @@ class _BlockingBackend:
 
 async def test_cancel_during_long_encode_returns_promptly(tokenizer: Tokenizer) -> None:
     backend = _BlockingBackend()
-    blocking = attrs.evolve(tokenizer, backend=backend)
+    blocking = attrs.evolve(tokenizer, encoder=backend)
     start = time.monotonic()
     with trio.move_on_after(0.2) as scope:
-        await blocking.encode_async("y" * (INLINE_ENCODE_MAX_CHARS + 1), add_special_tokens=True)
+        await blocking.encode_async("y" * (tokenizer.inline_max_chars + 1), add_special_tokens=True)
     elapsed = time.monotonic() - start
     assert scope.cancelled_caught
     assert backend.started.is_set() and not backend.finished.is_set()
