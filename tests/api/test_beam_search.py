@@ -326,7 +326,7 @@ async def test_an_engine_error_in_one_prompts_search_is_a_500_and_stops_the_othe
 
     async def failing(stream):  # the engine fails every step request of the second prompt
         if stream.request.prompt_token_ids[:3] == [1, 4, 5]:
-            return wire.FinishReason.ERROR, None
+            return wire.FinishReason.ERROR, None, None
         return await answer(stream)
 
     monkeypatch.setattr(beam_search, "_answer", failing)
@@ -351,7 +351,7 @@ async def test_a_streamed_chat_search_keeps_alive_and_reports_an_engine_error_in
     async def failing_late(stream):  # the third step fails
         calls.append(1)
         if len(calls) > 1 + 2:
-            return wire.FinishReason.ERROR, None
+            return wire.FinishReason.ERROR, None, None
         return await answer(stream)
 
     monkeypatch.setattr(beam_search, "_answer", failing_late)

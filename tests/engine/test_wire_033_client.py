@@ -77,3 +77,43 @@ async def test_http_answers_engine_paused_as_vllm_033() -> None:
             after = await http.post("/v1/completions", json=body)
             assert after.status_code == 200 and after.json()["usage"]["completion_tokens"] == 4
         nursery.cancel_scope.cancel()
+
+
+async def test_beam_search_and_scale_out_answer_engine_paused_as_the_other_routes() -> None:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, vllm_version="0.33.0", frontend={"enable_scale_out": True})
+        server.mock.core._u_pause_generation(0, 0, "abort")
+        beam = {"model": "tiny-llama", "prompt": "hi", "use_beam_search": True, "n": 2, "max_tokens": 3}
+        generate = {"token_ids": [5, 6, 7], "sampling_params": {"max_tokens": 3}}
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            whole = await http.post("/v1/completions", json=beam)
+            assert whole.status_code == 503 and whole.json()["error"]["message"] == PAUSED
+            chat = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+            chat_beam = {**chat, "use_beam_search": True, "n": 2, "stream": True}
+            streamed = await http.post("/v1/chat/completions", json=chat_beam)  # completions do not stream it
+            assert streamed.status_code == 200, streamed.text
+            assert PAUSED in streamed.text and '"code":503' in streamed.text
+            tokens = await http.post("/inference/v1/generate", json=generate)
+            assert tokens.status_code == 503 and tokens.json()["error"]["message"] == PAUSED
+            streamed = await http.post("/inference/v1/generate", json={**generate, "stream": True})
+            assert streamed.status_code == 200 and PAUSED in streamed.text and '"code":503' in streamed.text
+        nursery.cancel_scope.cancel()
+
+
+async def test_realtime_response_fails_with_the_engines_reason() -> None:
+    from tests.api.ws_fixtures import Client, open_client, start_ws_server
+
+    async with trio.open_nursery() as nursery:
+        server = await start_ws_server(nursery, vllm_version="0.33.0")
+        server.mock.core._u_pause_generation(0, 0, "abort")
+        async with open_client(f"{server.ws_url}/v1/realtime?model=tiny-llama") as conn:
+            c = Client(conn)
+            await c.until("session.created")
+            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+            await c.send({"type": "conversation.item.create", "item": item})
+            await c.until("conversation.item.done")
+            await c.send({"type": "response.create"})
+            done, _ = await c.until("response.done")
+            assert done["response"]["status"] == "failed"
+            assert done["response"]["status_details"]["error"]["message"] == PAUSED
+        nursery.cancel_scope.cancel()

@@ -287,8 +287,8 @@ async def complete(
     created = _now()
     try:
         results = await _search_all(state, runs)
-    except GenerationError:
-        raise engine_failure(None) from None
+    except GenerationError as exc:
+        raise engine_failure(None, error=exc.error) from None
     tok = state.tokenizer
     choices = []
     for result, prompt_text in zip(results, texts, strict=True):
@@ -403,10 +403,10 @@ async def chat(
         await sse.start()
     try:
         (result,) = await _with_keep_alive(state, sse, lambda: _search_all(state, [run]))
-    except GenerationError:
+    except GenerationError as exc:
         if sse is None:
-            raise engine_failure(None) from None
-        await sse.event(engine_failure(None).body())
+            raise engine_failure(None, error=exc.error) from None
+        await sse.event(engine_failure(None, error=exc.error).body())
         await sse.done()
         return
     except EngineError as exc:

@@ -330,13 +330,15 @@ class BeamRun:
                 self.submitted.append(stream.request_id)
             answers: list[StepLogprobs | None] = []
             errored = aborted = False
+            error: wire.RequestError | None = None
             for stream in streams:
-                reason, answer = await _answer(stream)
+                reason, answer, why = await _answer(stream)
                 errored |= reason is wire.FinishReason.ERROR
                 aborted |= reason is wire.FinishReason.ABORT
+                error = error or why
                 answers.append(answer)
             if errored:
-                raise GenerationError("the engine failed a beam search step")
+                raise GenerationError("the engine failed a beam search step", error)
             return answers, aborted
         finally:
             # One ABORT for whatever is still live (none after a normal step): cancellation, errors.
@@ -344,15 +346,18 @@ class BeamRun:
             self.streams = []
 
 
-async def _answer(stream: RequestStream) -> tuple[wire.FinishReason | None, StepLogprobs | None]:
-    """Wait for a step request's end; its finish reason and first logprobs row."""
+async def _answer(
+    stream: RequestStream,
+) -> tuple[wire.FinishReason | None, StepLogprobs | None, wire.RequestError | None]:
+    """Wait for a step request's end; its finish reason, first logprobs row and (vLLM 0.33) the engine's
+    reason for an error."""
     row: StepLogprobs | None = None
-    reason = None
+    reason = error = None
     async for delta in stream:
         if row is None and delta.logprobs is not None and delta.logprobs.token_ids:
             row = step_logprobs(delta.logprobs.token_ids[0], delta.logprobs.logprobs[0])
-        reason = delta.finish_reason
-    return reason, row
+        reason, error = delta.finish_reason, delta.error
+    return reason, row, error
 
 
 async def run_beam_search(

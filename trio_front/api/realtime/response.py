@@ -235,7 +235,7 @@ class ResponseRunner:
             r.status = "failed"
             message = str(error) or type(error).__name__
             if isinstance(error, GenerationError):
-                message = engine_failure(r.setup.constraint, param="tool_choice").message
+                message = engine_failure(r.setup.constraint, param="tool_choice", error=error.error).message
             r.status_details = _failed("engine_error", message)
         elif not ended or reason is None:
             r.status = "cancelled"

@@ -405,6 +405,8 @@ class _Run:
 
     generations: list[Generation]
     aborted: bool = False
+    #: why a vLLM 0.33 engine failed it (``"error"`` outcome), when it said
+    error: wire.RequestError | None = None
 
     def abort(self) -> None:
         self.aborted = True
@@ -547,6 +549,13 @@ def _all_of(exc: BaseException, kind: type[BaseException]) -> bool:
     return isinstance(exc, kind)
 
 
+def _first_reason(exc: BaseException) -> wire.RequestError | None:
+    """The engine's reason carried by the first `GenerationError` in *exc* (a group or one error)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return next((r for e in exc.exceptions if (r := _first_reason(e)) is not None), None)
+    return exc.error if isinstance(exc, GenerationError) else None
+
+
 async def _run(
     prep: Prepared, run: _Run, on_chunk: Callable[[int, Generation, Chunk], Awaitable[None]], **kw: Any
 ) -> str | None:
@@ -559,6 +568,7 @@ async def _run(
         await drive(prep.generations, on_chunk, **kw)
     except BaseException as exc:
         if _all_of(exc, GenerationError):
+            run.error = _first_reason(exc)
             return "error"
         if _all_of(exc, EngineError):
             return "abort" if run.aborted else "engine"
@@ -579,7 +589,9 @@ async def _complete(state: ServerState, prep: Prepared, run: _Run, send: Send) -
     created = int(time.time())
     outcome = await _run(prep, run, on_chunk)
     if outcome == "error":
-        raise engine_failure(prep.params.structured_outputs, param="sampling_params.structured_outputs")
+        raise engine_failure(
+            prep.params.structured_outputs, param="sampling_params.structured_outputs", error=run.error
+        )
     if outcome == "engine":
         raise _engine_error(state)
     num = prep.params.logprobs
@@ -690,7 +702,9 @@ async def _stream(state: ServerState, prep: Prepared, run: _Run, send: Send) -> 
             if not finished[index]:
                 await emit(index, Chunk("", [], finish_reason="abort"))
     elif outcome == "error":
-        failure = engine_failure(prep.params.structured_outputs, param="sampling_params.structured_outputs")
+        failure = engine_failure(
+            prep.params.structured_outputs, param="sampling_params.structured_outputs", error=run.error
+        )
         await sse.event(failure.body())
     elif outcome == "engine":
         await sse.event(_engine_error(state).body())
