@@ -349,7 +349,7 @@ def plots(slots: list[dict[str, Any]], prefix: Path) -> list[Path]:
             ax.legend(fontsize=7)
         save(fig, "ttft-cdf")
 
-    cpu_keys = sorted({(e, k) for e, k, _ in c if family(k) in ("W1", "W2", "W3")}, key=_order)
+    cpu_keys = sorted({(e, k) for e, k, _ in c if family(k) in ("W1", "W2", "W3", "W6", "VB")}, key=_order)
     if cpu_keys:
         fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cpu_keys)), 3.8))
         width = 0.8 / len(fronts)
