@@ -187,11 +187,12 @@ def _frontend_config(args: argparse.Namespace, engine_addr: str, model: str) -> 
 
 def _check_config(config: object) -> None:
     """Start-up errors (unknown parser names, a bad --structured-outputs-config) before anything runs."""
-    from .server import assistant_options, lora_modules
+    from .server import assistant_options, lora_modules, moe_data_parallel
 
     try:
         assistant_options(config)  # type: ignore[arg-type]
         lora_modules(config)  # type: ignore[arg-type]
+        moe_data_parallel(config)  # type: ignore[arg-type]
     except ValueError as exc:
         raise SystemExit(f"trio-front: error: {exc}") from None
 

@@ -192,6 +192,25 @@ def lora_modules(config: FrontendConfig) -> list[LoRAModule]:
     return modules
 
 
+def moe_data_parallel(config: FrontendConfig) -> None:
+    """Refuse data-parallel MoE engines without vLLM's DP coordinator (``ValueError``): their ranks step
+    in lock-step waves that the coordinator starts (START_DP_WAVE), and `run` / `serve` start none, so
+    a request on one rank would wait for idle peers forever. vLLM's own launch (the drop-in
+    ``frontend``) passes ``--coordinator-address`` and is served."""
+    if config.data_parallel_size <= 1 or config.coordinator_address is not None:
+        return
+    from trio_front.text.model_files import load_model_files
+
+    experts = load_model_files(config.model).num_experts
+    if experts:
+        raise ValueError(
+            f"--data-parallel-size {config.data_parallel_size} with a MoE model ({experts} experts per layer "
+            "in config.json) needs vLLM's DP coordinator, which trio-front run/serve do not start; launch "
+            "it with vllm serve (VLLM_USE_RUST_FRONTEND=1 VLLM_RUST_FRONTEND_PATH=$(command -v "
+            "trio-front)), or use --data-parallel-size 1"
+        )
+
+
 def build_app(config: FrontendConfig) -> App:
     assistant, structured = assistant_options(config)
     static_loras = lora_modules(config)

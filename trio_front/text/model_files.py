@@ -67,6 +67,8 @@ class ModelFiles:
     model_max_length: int | None
     clean_up_tokenization_spaces: bool
     tokenizer_class: str | None
+    #: experts per MoE layer (``config.json``, the keys vLLM's ``get_num_experts`` reads); 0 for a dense model
+    num_experts: int = 0
 
     @property
     def bos_token(self) -> str | None:
@@ -188,4 +190,21 @@ def load_model_files(path: str | Path) -> ModelFiles:
         model_max_length=max_length if max_length is not None and max_length < 10**12 else None,
         clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
         tokenizer_class=tokenizer_class if isinstance(tokenizer_class, str) else None,
+        num_experts=_num_experts(model_config),
     )
+
+
+#: vLLM's ``get_num_experts`` keys (model_arch_config_convertor.py), in order: Jamba, Dbrx, DeepSeek, Mixtral.
+_EXPERT_KEYS = ("num_experts", "moe_num_experts", "n_routed_experts", "num_local_experts")
+
+
+def _num_experts(model_config: Mapping[str, Any]) -> int:
+    """The first expert count set (a list, as Ernie VL writes it, gives its first entry). vLLM also reads
+    per-block configs when none is set; models that only have those read as dense here."""
+    for key in _EXPERT_KEYS:
+        value = model_config.get(key)
+        if isinstance(value, list):
+            value = value[0] if value else 0
+        if value:
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return 0
