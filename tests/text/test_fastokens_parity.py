@@ -122,3 +122,26 @@ def test_the_environment_forces_hf(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(tokenizer_module.ENCODER_ENV, "fastokens-please")
     with pytest.raises(ValueError, match="TRIO_FRONT_ENCODER"):
         Tokenizer.from_pretrained(TINY_MODEL)
+
+
+async def test_threads_and_the_event_loop_encode_at_once() -> None:
+    """encode_async's worker threads and inline encodes share one fastokens tokenizer (as HF tokenizers
+    allow): no "Already borrowed" error, every result right."""
+    import trio
+
+    tok = Tokenizer.from_pretrained(TINY_MODEL)
+    long = "hello world, some text here 123 ✓ " * 2000
+    want_long, want_short = tok.backend.encode(long).ids, tok.backend.encode("short text").ids
+    results: list[list[int]] = []
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(lambda: _collect(tok, long, results))
+        for _ in range(200):
+            assert tok.encode("short text") == want_short
+            await trio.sleep(0)
+    assert results == [want_long] * 3
+
+
+async def _collect(tok: Tokenizer, text: str, out: list[list[int]]) -> None:
+    assert len(text) > tok.inline_max_chars  # a worker thread encodes it
+    out.append(await tok.encode_async(text))
