@@ -37,6 +37,7 @@ def moe_copy(tmp_path: Path, **config: object) -> Path:
         ({"moe_num_experts": 16}, 16),  # Dbrx
         ({"text_config": {"num_experts": [4, 4]}}, 4),  # a multimodal config, a list as Ernie VL writes it
         ({"num_experts": 0, "num_local_experts": 0}, 0),
+        ({"num_experts": 0, "num_local_experts": 8}, 0),  # the first key present wins, as in vLLM
         ({}, 0),
     ],
 )

@@ -199,12 +199,12 @@ _EXPERT_KEYS = ("num_experts", "moe_num_experts", "n_routed_experts", "num_local
 
 
 def _num_experts(model_config: Mapping[str, Any]) -> int:
-    """The first expert count set (a list, as Ernie VL writes it, gives its first entry). vLLM also reads
-    per-block configs when none is set; models that only have those read as dense here."""
-    for key in _EXPERT_KEYS:
-        value = model_config.get(key)
-        if isinstance(value, list):
-            value = value[0] if value else 0
-        if value:
-            return value if isinstance(value, int) and not isinstance(value, bool) else 0
-    return 0
+    """The value of the first of `_EXPERT_KEYS` present, as vLLM's ``getattr_iter`` takes it (so a present 0
+    or null wins over a later key); a list, as Ernie VL writes it, gives its first entry. vLLM also reads
+    per-block configs when that value is unset, and transformers' config classes may add defaults
+    config.json lacks: models that only have those read as dense here."""
+    key = next((k for k in _EXPERT_KEYS if k in model_config), None)
+    value = model_config.get(key) if key is not None else 0
+    if isinstance(value, list):
+        value = value[0] if value else 0
+    return value if type(value) is int else 0

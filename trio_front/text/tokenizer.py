@@ -157,7 +157,7 @@ class Tokenizer:
         model_is_bpe = type(backend.model).__name__ == "BPE"
         return cls(
             backend=backend,
-            encoder=encoder or backend,
+            encoder=backend if encoder is None else encoder,
             inline_max_chars=FAST_INLINE_ENCODE_MAX_CHARS if encoder is not None else INLINE_ENCODE_MAX_CHARS,
             files=files,
             special_tokens=dict(files.special_tokens),
