@@ -141,3 +141,33 @@ def analyze_aborts(
         "abort_latency_ms": stats.summary(lat_ms),
         "abort_latency_samples_ms": sorted(round(x, 3) for x in lat_ms),
     }
+
+
+def ttft_split(events: list[dict[str, Any]], records: list[list[Any]], tag: str) -> dict[str, Any]:
+    """Where a stream's TTFT goes: client send → the engine's receipt of the request (``admission``: the
+    frontend's parsing, validation, tokenization and its scheduler's queue) and receipt → the client's
+    first token (``after_add``: the engine's steps plus the frontend's delivery of the first output).
+
+    ``records`` items: ``[xid, start, ttft]`` (``time.monotonic()`` seconds, as the mock's event log).
+    Requests are matched by their ``X-Request-Id`` inside the engine's request id; a frontend that does
+    not carry it into the id (vllm-rs) gives ``matched: 0``.
+    """
+    xid_re = re.compile(re.escape(tag) + r"\d{6}")
+    added: dict[str, float] = {}
+    for ev in events:
+        if ev.get("event") == "add":
+            m = xid_re.search(str(ev.get("request_id", "")))
+            if m:
+                added.setdefault(m.group(0), ev["t"])
+    admission, after_add = [], []
+    for xid, start, ttft in records:
+        t = added.get(xid)
+        if t is not None:
+            admission.append(t - start)
+            after_add.append(start + ttft - t)
+    return {
+        "matched": len(admission),
+        "of": len(records),
+        "admission_ms": stats.summary(admission, 1000.0),
+        "after_add_ms": stats.summary(after_add, 1000.0),
+    }

@@ -18,8 +18,15 @@ So for W1 (1 output token) it is exactly trio-front's hypercorn traffic: a POST 
 response start and one final body message. For W2 it streams every event through ASGI, i.e. without
 trio-front's direct socket writes (``api/direct_body.py``): a floor for *hypercorn's* streaming path.
 
-Run as ``python bench/floor_app.py --port N [--host H]``; ``bench/peers.py`` starts it as the frontend of
-a pair (the pair's mock engine is started too and simply never attached).
+With ``--direct`` (the ``hypercorn-floor-direct`` frontend) a stream is written through trio-front's own
+:class:`~trio_front.api.http.SSEWriter`, i.e. the middle of the body goes straight to the socket
+(``api/direct_body.py``) and the last chunk, the usage event and ``[DONE]`` leave in one final ASGI message:
+trio-front's streaming path with nothing else of trio-front, one task per stream woken per 10 ms step. That
+is the W2 floor of this design (hypercorn, trio, a task per request, one ``send()`` per token); what
+trio-front spends above it is the engine link, the detokenizer and the response building.
+
+Run as ``python bench/floor_app.py --port N [--host H] [--direct]``; ``bench/peers.py`` starts it as the
+frontend of a pair (the pair's mock engine is started too and simply never attached).
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ class Ticker:
 
 
 TICKER = Ticker()
+#: ``--direct``: stream through trio-front's SSEWriter (direct socket writes) instead of ASGI messages
+DIRECT = False
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -99,6 +108,9 @@ async def _completion(request: dict[str, Any], send: Any) -> None:
         choice = {"index": 0, "text": "a" * n, "finish_reason": "length"}
         await _json(send, 200, {**head, "choices": [choice], "usage": usage})
         return
+    if DIRECT:
+        await _direct_stream(n, head, usage, send)
+        return
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     for _ in range(n - 1):
         await TICKER.tick()
@@ -108,6 +120,21 @@ async def _completion(request: dict[str, Any], send: Any) -> None:
     last = {**head, "choices": [{"index": 0, "text": "a", "finish_reason": "length"}]}
     tail = _sse(last) + _sse({**head, "choices": [], "usage": usage}) + b"data: [DONE]\n\n"
     await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+async def _direct_stream(n: int, head: dict[str, Any], usage: dict[str, Any], send: Any) -> None:
+    from trio_front.api.http import SSEWriter, chunk_encoder  # only this mode needs trio-front
+
+    sse = SSEWriter(send)
+    encode = chunk_encoder(head)
+    await sse.start()
+    for i in range(n):
+        await TICKER.tick()
+        last = i == n - 1
+        choice = {"index": 0, "text": "a", "finish_reason": "length" if last else None}
+        await sse.event(encode(choice), hold=last)
+    await sse.event({**head, "choices": [], "usage": usage}, hold=True)
+    await sse.done()
 
 
 def _sse(event: dict[str, Any]) -> bytes:
@@ -125,7 +152,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--direct", action="store_true", help="stream through trio-front's SSEWriter")
     args = parser.parse_args()
+    global DIRECT
+    DIRECT = args.direct
     config = hypercorn.config.Config()
     # trio-front's settings (trio_front/server.py serve_frontend)
     config.bind = [f"{args.host}:{args.port}"]

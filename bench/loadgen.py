@@ -77,6 +77,9 @@ class LoadSpec:
     request_timeout_s: float = 300.0
     phase_timeout_s: float = 900.0
     connect_parallel: int = 64
+    #: stream: also return every finished request's ``xid``, send time and TTFT (``records``), for
+    #: splitting TTFT at the engine's receipt of the request (``enginelog.ttft_split``).
+    records: bool = False
     watch: dict[str, int] = field(default_factory=dict)  # name -> root pid of a process tree
     tag: str = "bx"  # X-Request-Id prefix
     #: ``ids``: ``"prompt": [token ids]``; ``text``: ``"prompt": "<text>"`` of ``prompt_len`` tokens;
@@ -309,6 +312,9 @@ async def run_stream(spec: LoadSpec, model: str, watch: Watch) -> dict[str, Any]
         measure=Watch.delta(before, after),
         **reactor.stats(),
     )
+    if spec.records:
+        res["records"] = [[r.xid, r.start, r.ttft] for r in recs if r.error is None and r.ttft is not None]
+        res["phase_start_t"], res["phase_end_t"] = before["t"], after["t"]
     if spec.kind == "cancel":
         res["closed"] = [
             {

@@ -55,6 +55,9 @@ from trio_front.engine.launch import (  # noqa: E402
 FRONTENDS = ("trio-front", "vllm-py", "vllm-rs")
 #: Not a peer but a floor: hypercorn-on-trio with almost no app (``floor_app.py``); opt in by name.
 FLOOR = "hypercorn-floor"
+#: The same floor streaming through trio-front's direct socket writes (``floor_app.py --direct``).
+FLOOR_DIRECT = "hypercorn-floor-direct"
+FLOORS = (FLOOR, FLOOR_DIRECT)
 #: Scale-out variants accepted by --frontends besides FRONTENDS: ``trio-front-w<N>``.
 WORKERS_PREFIX = "trio-front-w"
 #: Opt-in batching variants: ``trio-front-si<N>`` runs with ``--stream-interval N`` (never the headline).
@@ -147,7 +150,7 @@ def trio_front_stream_interval(name: str) -> int | None:
 
 
 def is_frontend(name: str) -> bool:
-    return name in FRONTENDS or name == FLOOR or trio_front_workers(name) is not None
+    return name in FRONTENDS or name in FLOORS or trio_front_workers(name) is not None
 
 
 def frontend_unavailable(name: str) -> str | None:
@@ -158,7 +161,7 @@ def frontend_unavailable(name: str) -> str | None:
         if _help_text([str(TRIO_FRONT), "run", "--help"]) is None:
             return "`trio-front run --help` fails: the server command does not exist yet"
         return None
-    if name == FLOOR:
+    if name in FLOORS:
         return None
     if name == "vllm-py":
         try:
@@ -198,9 +201,10 @@ def frontend_command(name: str, rpc_port: int, http_port: int, engine: EngineCon
             "--host", HOST, "--port", str(http_port),
             "--served-model-name", "tiny",
         ]  # fmt: skip
-    if name == FLOOR:
+    if name in FLOORS:
         floor_app = REPO / "bench" / "floor_app.py"
-        return [sys.executable, str(floor_app), "--host", HOST, "--port", str(http_port)]
+        argv = [sys.executable, str(floor_app), "--host", HOST, "--port", str(http_port)]
+        return [*argv, "--direct"] if name == FLOOR_DIRECT else argv
     workers = trio_front_workers(name)
     if workers is not None:
         argv = [str(TRIO_FRONT), "--log-level", "WARNING", "run", "--engine-addr", f"tcp://{HOST}:{rpc_port}"]

@@ -74,13 +74,14 @@ def workloads(engine: str, quick: bool) -> list[Workload]:
         Workload(
             "W2c256", "W2", "decode-streaming: 32 in, 128 out, concurrency 256",
             {"kind": "stream", "prompt_len": 32, "max_tokens": 128, "concurrency": 256,
-             "num_requests": 512 if q else 1024, "warmup_requests": 128 if q else 256, "seed": 21},
+             "num_requests": 512 if q else 1024, "warmup_requests": 128 if q else 256, "seed": 21,
+             "records": True},
         ),
         Workload(
             "W2c1024", "W2", "decode-streaming: 32 in, 128 out, concurrency 1024",
             {"kind": "stream", "prompt_len": 32, "max_tokens": 128, "concurrency": 1024,
              "num_requests": 1024 if q else 2048, "warmup_requests": 128 if q else 256,
-             "warmup_concurrency": 256, "seed": 22},
+             "warmup_concurrency": 256, "seed": 22, "records": True},
         ),
         Workload(
             "W3", "W3", "cancellation storm: 256 streams closed after 1..16 chunks (1000 max_tokens)",

@@ -20,11 +20,12 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 FRONT_ORDER = (
     "trio-front", "trio-front-w2", "trio-front-w4", "trio-front-si4", "trio-front-si8", "vllm-py", "vllm-rs",
-    "hypercorn-floor",
+    "hypercorn-floor", "hypercorn-floor-direct",
 )  # fmt: skip
 SUBJECT = "trio-front"
 PEERS = ("vllm-py", "vllm-rs")
 FLOOR = "hypercorn-floor"
+FLOOR_DIRECT = "hypercorn-floor-direct"
 
 Getter = Callable[[dict[str, Any]], float | None]
 
@@ -67,6 +68,8 @@ METRICS: dict[str, list[tuple[str, Getter, bool]]] = {
         ("output tok/s", _g("output_tok_per_s"), False),
         ("TTFT p50 ms", _g("ttft_ms", "p50"), True),
         ("TTFT p99 ms", _g("ttft_ms", "p99"), True),
+        ("TTFT p50: send → engine ADD ms", _g("ttft_split", "admission_ms", "p50"), True),
+        ("TTFT p50: ADD → first token ms", _g("ttft_split", "after_add_ms", "p50"), True),
         ("ITL p50 ms", _g("itl_ms", "p50"), True),
         ("ITL p99 ms", _g("itl_ms", "p99"), True),
         ("TPOT p50 ms", _g("tpot_ms", "p50"), True),
@@ -203,7 +206,8 @@ def tables(slots: list[dict[str, Any]]) -> list[str]:
             fronts = [f for f in FRONT_ORDER if (engine, key, f) in c]
             rounds = max(len(c[(engine, key, f)]) for f in fronts)
             lines.append(f"### {engine} engine — {key} ({rounds} round{'s' if rounds > 1 else ''})\n")
-            ratio_cols = [(SUBJECT, p) for p in (*PEERS, FLOOR) if SUBJECT in fronts and p in fronts]
+            against = (*PEERS, FLOOR, FLOOR_DIRECT)
+            ratio_cols = [(SUBJECT, p) for p in against if SUBJECT in fronts and p in fronts]
             if "vllm-rs" in fronts and "vllm-py" in fronts:
                 ratio_cols.append(("vllm-rs", "vllm-py"))
             # scale-out: N workers against one process of ours, and against vLLM's Python frontend
@@ -440,7 +444,7 @@ def _log_x(ax: Any) -> None:
 
 def _color(front: str) -> str:
     colors = {"trio-front": "tab:green", "trio-front-w2": "tab:olive", "trio-front-w4": "tab:cyan"}
-    colors |= {"vllm-py": "tab:blue", "vllm-rs": "tab:orange", FLOOR: "tab:purple"}
+    colors |= {"vllm-py": "tab:blue", "vllm-rs": "tab:orange", FLOOR: "tab:purple", FLOOR_DIRECT: "tab:pink"}
     return colors.get(front, "tab:grey")
 
 

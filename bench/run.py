@@ -92,6 +92,8 @@ def derive(res: dict[str, Any], wl: plan.Workload, pair: peers.Pair) -> None:
             time.sleep(wl.grace_s)
         events = enginelog.read_events(pair.event_log, res["phase_start_t"] - 0.5, time.monotonic())
         res["engine_events"] = enginelog.window_summary(events)
+        if "records" in res:
+            res["ttft_split"] = enginelog.ttft_split(events, res["records"], wl.spec.get("tag", "bx"))
         if wl.family == "W3":
             res["aborts"] = enginelog.analyze_aborts(events, res.pop("closed", []), wl.spec.get("tag", "bx"))
             res["front_cpu_ms_per_req"] = round(
@@ -99,6 +101,7 @@ def derive(res: dict[str, Any], wl: plan.Workload, pair: peers.Pair) -> None:
                 3,
             )
     res.pop("closed", None)
+    res.pop("records", None)
 
 
 def run_pair(
@@ -228,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for rnd, frontend in plan.slot_order(available, rounds):
                 todo = batch
-                if frontend == peers.FLOOR:  # no engine behind it: only the mock's W1/W2 mean anything
+                if frontend in peers.FLOORS:  # no engine behind it: only the mock's W1/W2 mean anything
                     todo = [w for w in batch if engine == "mock" and w.family in ("W1", "W2")]
                     if not todo:
                         continue
