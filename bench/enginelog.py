@@ -64,6 +64,11 @@ def _prefixes(rid: str) -> Iterator[str]:
         yield "-".join(parts[:i])
 
 
+def _xid_re(tag: str) -> re.Pattern[str]:
+    """The load generator's ``X-Request-Id`` (``<tag><6 digits>``), as found inside an engine request id."""
+    return re.compile(re.escape(tag) + r"\d{6}")
+
+
 def analyze_aborts(
     events: list[dict[str, Any]], closed: list[dict[str, Any]], tag: str, *, spans: bool = False
 ) -> dict[str, Any]:
@@ -75,7 +80,7 @@ def analyze_aborts(
     nor aborted), unmatched (no ``add`` found for the request). With *spans*, ``abort_spans`` lists each
     aborted request's ``[close_t, receipt_t]`` (for tracing stalls: ``bench/abort_stall.py``).
     """
-    xid_re = re.compile(re.escape(tag) + r"\d{6}")
+    xid_re = _xid_re(tag)
     adds: dict[str, dict[str, Any]] = {}
     by_key: dict[str, str] = {}
     aborts: dict[str, dict[str, Any]] = {}
@@ -149,10 +154,10 @@ def ttft_split(events: list[dict[str, Any]], records: list[list[Any]], tag: str)
     first token (``after_add``: the engine's steps plus the frontend's delivery of the first output).
 
     ``records`` items: ``[xid, start, ttft]`` (``time.monotonic()`` seconds, as the mock's event log).
-    Requests are matched by their ``X-Request-Id`` inside the engine's request id; a frontend that does
-    not carry it into the id (vllm-rs) gives ``matched: 0``.
+    Requests are matched by their ``X-Request-Id`` inside the engine's request id, as in
+    :func:`analyze_aborts`; a frontend that does not carry it into the id gives ``matched: 0``.
     """
-    xid_re = re.compile(re.escape(tag) + r"\d{6}")
+    xid_re = _xid_re(tag)
     added: dict[str, float] = {}
     for ev in events:
         if ev.get("event") == "add":

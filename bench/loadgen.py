@@ -312,9 +312,10 @@ async def run_stream(spec: LoadSpec, model: str, watch: Watch) -> dict[str, Any]
         measure=Watch.delta(before, after),
         **reactor.stats(),
     )
+    if spec.records or spec.kind == "cancel":  # both are matched against the engine's event log
+        res["phase_start_t"], res["phase_end_t"] = before["t"], after["t"]
     if spec.records:
         res["records"] = [[r.xid, r.start, r.ttft] for r in recs if r.error is None and r.ttft is not None]
-        res["phase_start_t"], res["phase_end_t"] = before["t"], after["t"]
     if spec.kind == "cancel":
         res["closed"] = [
             {
@@ -327,7 +328,6 @@ async def run_stream(spec: LoadSpec, model: str, watch: Watch) -> dict[str, Any]
             if r.close_t is not None
         ]
         res["completed_before_close"] = sum(1 for r in recs if r.close_t is None and r.done)
-        res["phase_start_t"], res["phase_end_t"] = before["t"], after["t"]
     return res
 
 
