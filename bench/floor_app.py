@@ -25,8 +25,17 @@ trio-front's streaming path with nothing else of trio-front, one task per stream
 is the W2 floor of this design (hypercorn, trio, a task per request, one ``send()`` per token); what
 trio-front spends above it is the engine link, the detokenizer and the response building.
 
-Run as ``python bench/floor_app.py --port N [--host H] [--direct]``; ``bench/peers.py`` starts it as the
-frontend of a pair (the pair's mock engine is started too and simply never attached).
+With ``--engine-addr ADDR`` (the ``hypercorn-floor-engine`` frontend) the tokens come from the pair's
+engine instead of the clock: trio-front's engine link (:class:`~trio_front.engine.client.EngineClient`,
+owning the handshake at *ADDR*), its disconnect hook (``api/disconnect.py``: hypercorn's own connection
+task cancels the request and sends the ABORT when it reads the client's close) and its ``SSEWriter``.
+Nothing else of trio-front: the prompt's token ids go to the engine as they came (no validation, no
+tokenizer, no detokenizer: each token is the text ``"a"``), no middleware, no request model. That is the
+abort-latency floor of this design (W3): hypercorn, trio, the engine link and one task per request.
+
+Run as ``python bench/floor_app.py --port N [--host H] [--direct | --engine-addr ADDR]``;
+``bench/peers.py`` starts it as the frontend of a pair (without ``--engine-addr``, the pair's mock engine is
+started too and simply never attached).
 """
 
 from __future__ import annotations
@@ -62,14 +71,19 @@ class Ticker:
 TICKER = Ticker()
 #: ``--direct``: stream through trio-front's SSEWriter (direct socket writes) instead of ASGI messages
 DIRECT = False
+#: ``--engine-addr``: the engine link (a trio-front ``EngineClient``) the tokens come from, else None
+ENGINE: Any = None
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        async with trio.open_nursery() as nursery:  # the clock lives as long as the app
-            nursery.start_soon(TICKER.run)
+        async with trio.open_nursery() as nursery:  # the clock (or the engine link) lives as long as the app
+            if ENGINE is None:
+                nursery.start_soon(TICKER.run)
+            else:
+                await nursery.start(ENGINE.run)
             while True:
                 kind = (await receive())["type"].rsplit(".", 1)[-1]
                 await send({"type": f"lifespan.{kind}.complete"})
@@ -88,7 +102,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        await _completion(orjson.loads(body), send)
+        if ENGINE is None:
+            await _completion(orjson.loads(body), send)
+        else:
+            xid = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+            await _engine_completion(orjson.loads(body), xid, receive, send)
     elif path == "/v1/models":
         await _json(send, 200, {"object": "list", "data": [{"id": "tiny", "object": "model"}]})
     elif path == "/health":
@@ -137,6 +155,61 @@ async def _direct_stream(n: int, head: dict[str, Any], usage: dict[str, Any], se
     await sse.done()
 
 
+async def _engine_completion(request: dict[str, Any], xid: str, receive: Any, send: Any) -> None:
+    """A completion of the engine's tokens: ADD, each delta an SSE event (direct writes), ABORT when the
+    client leaves (hypercorn's task, at once) or on the way out. The engine request id carries the client's
+    ``X-Request-Id`` *xid*, as vLLM's and trio-front's do (the bench matches the engine's events by it)."""
+    from trio_front.api.disconnect import on_disconnect, run_with_disconnect
+    from trio_front.api.http import SSEWriter, chunk_encoder
+    from trio_front.engine import wire
+    from trio_front.engine.client import EngineClosedError, EngineNotReadyError
+
+    prompt = request.get("prompt")
+    if not isinstance(prompt, list):
+        await _json(send, 400, {"error": {"message": "the engine floor takes token-id prompts only"}})
+        return
+    stream = bool(request.get("stream"))
+    n = int(request.get("max_tokens") or 16)
+    kind = wire.OutputKind.DELTA if stream else wire.OutputKind.FINAL_ONLY
+    params = wire.SamplingParams(max_tokens=n, temperature=0.0, output_kind=kind)
+    head = {"id": "cmpl-floor", "object": "text_completion", "created": int(time.time()), "model": "tiny"}
+    usage = {"prompt_tokens": len(prompt), "completion_tokens": 0, "total_tokens": len(prompt)}
+
+    async def work() -> None:
+        async with ENGINE.generate(prompt, params, id_prefix=f"cmpl-{xid}" if xid else "cmpl") as out:
+            on_disconnect(out.abort)
+            if not stream:
+                text, reason = "", None
+                async for delta in out:
+                    text += "a" * len(delta.token_ids)
+                    reason = delta.finish_reason
+                usage["completion_tokens"] = len(text)
+                choice = {"index": 0, "text": text, "finish_reason": str(reason) if reason else None}
+                await _json(send, 200, {**head, "choices": [choice], "usage": usage})
+                return
+            sse = SSEWriter(send)
+            encode = chunk_encoder(head)
+            await sse.start()
+            async for delta in out:
+                usage["completion_tokens"] += len(delta.token_ids)
+                last = delta.finish_reason is not None
+                reason = str(delta.finish_reason) if last else None
+                choice = {"index": 0, "text": "a" * len(delta.token_ids), "finish_reason": reason}
+                await sse.event(encode(choice), hold=last)
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            await sse.event({**head, "choices": [], "usage": usage}, hold=True)
+            await sse.done()
+
+    try:
+        await run_with_disconnect(receive, work, send)
+    except EngineClosedError:
+        # The disconnect's abort failed the stream while its task was already runnable (a delta had
+        # woken it): the abort went out; nothing is left to send.
+        return
+    except EngineNotReadyError as exc:
+        await _json(send, 503, {"error": {"message": str(exc)}})
+
+
 def _sse(event: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(event) + b"\n\n"
 
@@ -153,9 +226,14 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--direct", action="store_true", help="stream through trio-front's SSEWriter")
+    parser.add_argument("--engine-addr", help="stream the engine's tokens (handshake address to bind)")
     args = parser.parse_args()
-    global DIRECT
+    global DIRECT, ENGINE
     DIRECT = args.direct
+    if args.engine_addr:
+        from trio_front.engine.client import EngineClient, LinkConfig
+
+        ENGINE = EngineClient(LinkConfig(args.engine_addr))
     config = hypercorn.config.Config()
     # trio-front's settings (trio_front/server.py serve_frontend)
     config.bind = [f"{args.host}:{args.port}"]

@@ -57,7 +57,9 @@ FRONTENDS = ("trio-front", "vllm-py", "vllm-rs")
 FLOOR = "hypercorn-floor"
 #: The same floor streaming through trio-front's direct socket writes (``floor_app.py --direct``).
 FLOOR_DIRECT = "hypercorn-floor-direct"
-FLOORS = (FLOOR, FLOOR_DIRECT)
+#: The same floor streaming the engine's tokens through trio-front's engine link (W3's abort floor).
+FLOOR_ENGINE = "hypercorn-floor-engine"
+FLOORS = (FLOOR, FLOOR_DIRECT, FLOOR_ENGINE)
 #: Scale-out variants accepted by --frontends besides FRONTENDS: ``trio-front-w<N>``.
 WORKERS_PREFIX = "trio-front-w"
 #: Opt-in batching variants: ``trio-front-si<N>`` runs with ``--stream-interval N`` (never the headline).
@@ -204,6 +206,8 @@ def frontend_command(name: str, rpc_port: int, http_port: int, engine: EngineCon
     if name in FLOORS:
         floor_app = REPO / "bench" / "floor_app.py"
         argv = [sys.executable, str(floor_app), "--host", HOST, "--port", str(http_port)]
+        if name == FLOOR_ENGINE:
+            return [*argv, "--engine-addr", f"tcp://{HOST}:{rpc_port}"]
         return [*argv, "--direct"] if name == FLOOR_DIRECT else argv
     workers = trio_front_workers(name)
     if workers is not None:

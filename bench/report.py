@@ -20,12 +20,13 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 FRONT_ORDER = (
     "trio-front", "trio-front-w2", "trio-front-w4", "trio-front-si4", "trio-front-si8", "vllm-py", "vllm-rs",
-    "hypercorn-floor", "hypercorn-floor-direct",
+    "hypercorn-floor", "hypercorn-floor-direct", "hypercorn-floor-engine",
 )  # fmt: skip
 SUBJECT = "trio-front"
 PEERS = ("vllm-py", "vllm-rs")
 FLOOR = "hypercorn-floor"
 FLOOR_DIRECT = "hypercorn-floor-direct"
+FLOOR_ENGINE = "hypercorn-floor-engine"
 
 Getter = Callable[[dict[str, Any]], float | None]
 
@@ -206,7 +207,7 @@ def tables(slots: list[dict[str, Any]]) -> list[str]:
             fronts = [f for f in FRONT_ORDER if (engine, key, f) in c]
             rounds = max(len(c[(engine, key, f)]) for f in fronts)
             lines.append(f"### {engine} engine — {key} ({rounds} round{'s' if rounds > 1 else ''})\n")
-            against = (*PEERS, FLOOR, FLOOR_DIRECT)
+            against = (*PEERS, FLOOR, FLOOR_DIRECT, FLOOR_ENGINE)
             ratio_cols = [(SUBJECT, p) for p in against if SUBJECT in fronts and p in fronts]
             if "vllm-rs" in fronts and "vllm-py" in fronts:
                 ratio_cols.append(("vllm-rs", "vllm-py"))
@@ -445,6 +446,7 @@ def _log_x(ax: Any) -> None:
 def _color(front: str) -> str:
     colors = {"trio-front": "tab:green", "trio-front-w2": "tab:olive", "trio-front-w4": "tab:cyan"}
     colors |= {"vllm-py": "tab:blue", "vllm-rs": "tab:orange", FLOOR: "tab:purple", FLOOR_DIRECT: "tab:pink"}
+    colors[FLOOR_ENGINE] = "tab:brown"
     return colors.get(front, "tab:grey")
 
 

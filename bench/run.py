@@ -231,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for rnd, frontend in plan.slot_order(available, rounds):
                 todo = batch
-                if frontend in peers.FLOORS:  # no engine behind it: only the mock's W1/W2 mean anything
-                    todo = [w for w in batch if engine == "mock" and w.family in ("W1", "W2")]
+                if frontend in peers.FLOORS:  # the mock's W1/W2 (and W3 for the engine floor) mean anything
+                    families_here = ("W1", "W2", "W3") if frontend == peers.FLOOR_ENGINE else ("W1", "W2")
+                    todo = [w for w in batch if engine == "mock" and w.family in families_here]
                     if not todo:
                         continue
                 result["slots"].append(run_pair(frontend, engine, rnd, todo, raw_dir, group))
