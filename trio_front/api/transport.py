@@ -19,8 +19,10 @@ Over HTTP/2 this resets the whole connection (every stream on it): acceptable fo
 stopped reading anyway.
 
 :func:`http_stream` finds the request's own hypercorn ``HTTPStream`` (the first hop of an HTTP ``send``),
-for the disconnect hook (:mod:`.disconnect`) and the direct body writer (:mod:`.direct_body`). This module
-is where our knowledge of hypercorn's internals lives.
+for the disconnect hook (:mod:`.disconnect`) and the direct body writer (:mod:`.direct_body`).
+:func:`receive_nowait` finds the non-blocking form of hypercorn's ASGI ``receive`` (its app queue), for
+reading a body that has already arrived without a scheduler pass per message (:func:`.http.read_body`).
+This module is where our knowledge of hypercorn's internals lives.
 """
 
 from __future__ import annotations
@@ -53,6 +55,23 @@ def http_stream(send: Callable[..., Any] | None) -> Any | None:
         and isinstance(getattr(stream, "state", None), ASGIHTTPState)
     ):
         return stream
+    return None
+
+
+def receive_nowait(receive: Callable[..., Any]) -> Callable[[], Any] | None:
+    """``receive_nowait`` of the trio memory channel behind an ASGI *receive* (hypercorn's trio worker
+    hands the app its app queue's bound ``MemoryReceiveChannel.receive``), or ``None`` for anything else.
+
+    It returns a message that is already queued or raises ``trio.WouldBlock``; ``trio.EndOfChannel`` and
+    ``trio.ClosedResourceError`` as ``receive`` would. hypercorn queues a body as one message per chunk it
+    read plus an empty final one, so awaiting ``receive`` costs a pass of trio's scheduler per message
+    even when the whole body is there.
+    """
+    channel = getattr(receive, "__self__", None)
+    if isinstance(channel, trio.MemoryReceiveChannel) and (
+        getattr(receive, "__func__", None) is trio.MemoryReceiveChannel.receive
+    ):
+        return channel.receive_nowait
     return None
 
 
