@@ -184,6 +184,7 @@ async def _engine_completion(request: dict[str, Any], xid: str, receive: Any, se
                     text += "a" * len(delta.token_ids)
                     reason = delta.finish_reason
                 usage["completion_tokens"] = len(text)
+                usage["total_tokens"] = usage["prompt_tokens"] + len(text)
                 choice = {"index": 0, "text": text, "finish_reason": str(reason) if reason else None}
                 await _json(send, 200, {**head, "choices": [choice], "usage": usage})
                 return
